@@ -1,0 +1,174 @@
+"""Device mesh and logical-axis sharding rules.
+
+This is the only module that names mesh axes. Parameters carry logical axis
+names in their `axes` metadata (e.g. ('embed', 'mlp')); activations are
+constrained with `constrain(x, ('batch', 'seq', 'act_embed'))`. One rules table
+maps logical names to mesh axes. A dimension that the mapped mesh axes do not
+divide evenly is replicated instead, so tiny test models run on any mesh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import Iterator, Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical axis -> mesh axis, tuple of mesh axes, or None (replicated)
+DEFAULT_RULES: dict[str, object] = {
+    # parameters
+    "vocab": "tensor",
+    "embed": "fsdp",
+    "q_heads": "tensor",
+    "kv_heads": "tensor",
+    "mlp": "tensor",
+    "layers": None,
+    "norm": None,
+    "lora_rank": None,
+    # activations
+    "batch": ("data", "fsdp"),
+    "seq": None,
+    "act_embed": None,
+    "act_heads": "tensor",
+    "act_kv_heads": "tensor",
+    "act_mlp": "tensor",
+    "act_vocab": "tensor",
+    "cache_seq": None,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    data: int = 1
+    fsdp: int = -1
+    tensor: int = 1
+
+
+def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices: Optional[Sequence] = None) -> Mesh:
+    """A ('data', 'fsdp', 'tensor') mesh; one size may be -1 to take the remaining devices."""
+    devices = list(devices if devices is not None else jax.devices())
+    sizes = [data, fsdp, tensor]
+    if sizes.count(-1) > 1:
+        raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, sizes))}: at most one may be -1")
+    known = math.prod(s for s in sizes if s != -1)
+    if any(s == 0 or s < -1 for s in sizes):
+        raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, sizes))} must be positive or -1")
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(
+                f"mesh sizes {dict(zip(MESH_AXES, sizes))}: {len(devices)} devices are not a multiple of {known}"
+            )
+        sizes[sizes.index(-1)] = len(devices) // known
+    if math.prod(sizes) != len(devices):
+        raise ValueError(
+            f"mesh sizes {dict(zip(MESH_AXES, sizes))} need {math.prod(sizes)} devices, "
+            f"but {len(devices)} are available; set one size to -1 to fill the rest"
+        )
+    if jax.process_count() > 1 or len(devices) == len(jax.devices()):
+        try:
+            from jax.experimental import mesh_utils
+
+            grid = mesh_utils.create_device_mesh(sizes, devices=devices)
+        except Exception:  # non-TPU topologies without a known layout
+            grid = np.asarray(devices).reshape(sizes)
+    else:
+        grid = np.asarray(devices).reshape(sizes)
+    return Mesh(grid, MESH_AXES)
+
+
+def _mesh_axes_for(name: Optional[str], rules: dict) -> tuple[str, ...]:
+    if name is None:
+        return ()
+    if name not in rules:
+        raise KeyError(f"logical axis {name!r} has no sharding rule; known: {', '.join(sorted(rules))}")
+    target = rules[name]
+    if target is None:
+        return ()
+    return (target,) if isinstance(target, str) else tuple(target)
+
+
+def logical_to_spec(axes: Sequence[Optional[str]], shape: Sequence[int], mesh: Mesh,
+                    rules: Optional[dict] = None) -> PartitionSpec:
+    """PartitionSpec for an array of `shape` whose dimensions are named `axes`.
+
+    Mesh axes of size 1, axes already used by an earlier dimension, and mappings
+    that do not divide the dimension are dropped (that dimension is replicated).
+    """
+    rules = DEFAULT_RULES if rules is None else rules
+    if len(axes) != len(shape):
+        raise ValueError(f"logical axes {tuple(axes)} do not match an array of shape {tuple(shape)}")
+    used: set[str] = set()
+    spec = []
+    for name, dim in zip(axes, shape):
+        mesh_axes = [a for a in _mesh_axes_for(name, rules) if mesh.shape[a] > 1 and a not in used]
+        while mesh_axes and dim % math.prod(mesh.shape[a] for a in mesh_axes):
+            mesh_axes.pop()
+        used.update(mesh_axes)
+        spec.append(None if not mesh_axes else mesh_axes[0] if len(mesh_axes) == 1 else tuple(mesh_axes))
+    return PartitionSpec(*spec)
+
+
+def named_sharding(axes, shape, mesh: Mesh, rules: Optional[dict] = None) -> NamedSharding:
+    return NamedSharding(mesh, logical_to_spec(axes, shape, mesh, rules))
+
+
+# ---------------------------------------------------------------------------
+# Activation constraints: active only inside `activation_sharding(mesh)`.
+
+_ACTIVE: list[tuple[Mesh, dict]] = []
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Optional[Mesh], rules: Optional[dict] = None) -> Iterator[None]:
+    """Within this context (at trace time), `constrain` pins activations to `mesh`."""
+    if mesh is None:
+        yield
+        return
+    _ACTIVE.append((mesh, DEFAULT_RULES if rules is None else rules))
+    try:
+        yield
+    finally:
+        _ACTIVE.pop()
+
+
+def constrain(x: jax.Array, axes: Sequence[Optional[str]]) -> jax.Array:
+    """Sharding constraint by logical axis names; a no-op outside `activation_sharding`."""
+    if not _ACTIVE:
+        return x
+    mesh, rules = _ACTIVE[-1]
+    return jax.lax.with_sharding_constraint(x, named_sharding(axes, x.shape, mesh, rules))
+
+
+def state_shardings(abstract_state, mesh: Mesh, rules: Optional[dict] = None):
+    """NamedShardings for an nnx State whose Variables carry `axes` metadata.
+
+    Variables without `axes` (e.g. counters) are replicated.
+    """
+    from flax import nnx
+
+    def one(var):
+        if not isinstance(var, nnx.Variable):
+            return NamedSharding(mesh, PartitionSpec())
+        axes = var.get_metadata().get("axes")
+        shape = var.value.shape
+        if axes is None:
+            spec = PartitionSpec()
+        else:
+            spec = logical_to_spec(axes, shape, mesh, rules)
+        return var.replace(NamedSharding(mesh, spec))
+
+    return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2, rules: Optional[dict] = None) -> NamedSharding:
+    """Sharding of a [batch, ...] input array: batch over ('data', 'fsdp')."""
+    axes = _mesh_axes_for("batch", DEFAULT_RULES if rules is None else rules)
+    axes = tuple(a for a in axes if mesh.shape[a] > 1)
+    first = None if not axes else axes[0] if len(axes) == 1 else axes
+    return NamedSharding(mesh, PartitionSpec(first, *([None] * (ndim - 1))))
