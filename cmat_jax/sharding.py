@@ -156,7 +156,7 @@ def state_shardings(abstract_state, mesh: Mesh, rules: Optional[dict] = None):
         if not isinstance(var, nnx.Variable):
             return NamedSharding(mesh, PartitionSpec())
         axes = var.get_metadata().get("axes")
-        shape = var.value.shape
+        shape = var.shape
         if axes is None:
             spec = PartitionSpec()
         else:

@@ -188,7 +188,7 @@ def load_hf_model(model_dir: str, *, lora: Optional[LoRAConfig] = None, dtype=jn
     else:
         lora_shard = sharding_lib.state_shardings(lora_abs, mesh, rules)
         shard_of = lambda var: sharding_lib.named_sharding(  # noqa: E731
-            var.get_metadata()["axes"], var.value.shape, mesh, rules)
+            var.get_metadata()["axes"], var.shape, mesh, rules)
 
     # Adapters: initialise under jit; XLA drops the unused base initialisation.
     lora_state = jax.jit(lambda: nnx.state(make(), LoRA), out_shardings=lora_shard)()
@@ -197,7 +197,7 @@ def load_hf_model(model_dir: str, *, lora: Optional[LoRAConfig] = None, dtype=jn
         key = _path_key(path)
         if key not in layout:
             raise CheckpointError(f"no checkpoint tensor maps to model parameter {'.'.join(map(str, key))}")
-        arr = _load_leaf(tensors, layout[key], key[0] == "blocks", var.value.shape, var.value.dtype, shard_of(var))
+        arr = _load_leaf(tensors, layout[key], key[0] == "blocks", var.shape, var.dtype, shard_of(var))
         return var.replace(arr)
 
     base_state = jax.tree_util.tree_map_with_path(load, base_abs, is_leaf=lambda x: isinstance(x, nnx.Variable))
@@ -239,7 +239,7 @@ def _export_tensors(model: Transformer, dtype, merge_adapters: bool) -> Iterator
     cfg = model.cfg
     layout = qwen2_llama_layout(cfg)
     state = nnx.state(model)
-    yield layout[("embed", "table")].name, _to_host(model.embed.table.value, dtype)
+    yield layout[("embed", "table")].name, _to_host(model.embed.table[...], dtype)
     linears = _linear_modules(model)
     for i in range(cfg.num_layers):
         for key, source in layout.items():
@@ -248,20 +248,20 @@ def _export_tensors(model: Transformer, dtype, merge_adapters: bool) -> Iterator
             value = _get(state, key)[i]
             module = linears.get(key[1:3])
             if key[-1] == "kernel" and merge_adapters and module is not None and module.lora_a is not None:
-                delta = lora_delta(module.lora_a.value[i], module.lora_b.value[i], module.lora_scale)
+                delta = lora_delta(module.lora_a[...][i], module.lora_b[...][i], module.lora_scale)
                 value = value.astype(jnp.float32) + delta
             arr = _to_host(value, dtype)
             yield source.resolve(i), arr.T if source.transpose else arr
-    yield layout[("final_norm", "scale")].name, _to_host(model.final_norm.scale.value, dtype)
+    yield layout[("final_norm", "scale")].name, _to_host(model.final_norm.scale[...], dtype)
     if not cfg.tie_word_embeddings:
-        yield "lm_head.weight", _to_host(model.lm_head.kernel.value, dtype).T
+        yield "lm_head.weight", _to_host(model.lm_head.kernel[...], dtype).T
 
 
 def _get(state, key):
     node = state
     for k in key:
         node = node[k]
-    return node.value if isinstance(node, nnx.Variable) else node
+    return node.get_value() if isinstance(node, nnx.Variable) else node
 
 
 def _copy_tokenizer_files(source_dir: Optional[str], out_dir: str) -> list[str]:
@@ -291,7 +291,7 @@ def save_hf_model(model: Transformer, out_dir: str, *, source_dir: Optional[str]
     defaults to the parameters' dtype. Tokenizer files and generation_config.json
     are copied from `source_dir` when given.
     """
-    dtype = np.dtype(dtype or model.embed.table.value.dtype)
+    dtype = np.dtype(dtype or model.embed.table[...].dtype)
     os.makedirs(out_dir, exist_ok=True)
     write_sharded(out_dir, _export_tensors(model, dtype, merge_adapters), max_shard_bytes)
     _write_json(os.path.join(out_dir, "config.json"), to_hf_config(model.cfg, _torch_dtype_name(dtype)))
@@ -337,7 +337,7 @@ def save_peft_adapter(model: Transformer, out_dir: str, *, base_model_dir: Optio
         if module.lora_a is None:
             continue
         targets.append(PEFT_TARGETS[key])
-        a_lir, b_lro = module.lora_a.value, module.lora_b.value
+        a_lir, b_lro = module.lora_a[...], module.lora_b[...]
         for i in range(model.cfg.num_layers):
             prefix = f"base_model.model.model.layers.{i}.{PROJECTIONS[key]}"
             tensors[f"{prefix}.lora_A.weight"] = _to_host(a_lir[i], dtype).T

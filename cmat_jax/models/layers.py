@@ -24,7 +24,7 @@ class RMSNorm(nnx.Module):
         x32 = x.astype(jnp.float32)
         var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
         normed = (x32 * jax.lax.rsqrt(var + self.eps)).astype(x.dtype)
-        return self.scale.value.astype(x.dtype) * normed
+        return self.scale[...].astype(x.dtype) * normed
 
 
 class Linear(nnx.Module):
@@ -56,16 +56,16 @@ class Linear(nnx.Module):
 
     def __call__(self, x: jax.Array, *, use_lora: bool = True, dropout_key: Optional[jax.Array] = None):
         x = x.astype(self.dtype)
-        y = jnp.matmul(x, self.kernel.value.astype(self.dtype))
+        y = jnp.matmul(x, self.kernel[...].astype(self.dtype))
         if self.bias is not None:
-            y = y + self.bias.value.astype(self.dtype)
+            y = y + self.bias[...].astype(self.dtype)
         if use_lora and self.lora_a is not None:
             xa = x
             if dropout_key is not None and self.lora_dropout > 0.0:
                 keep = jax.random.bernoulli(dropout_key, 1.0 - self.lora_dropout, x.shape)
                 xa = jnp.where(keep, x / (1.0 - self.lora_dropout), 0).astype(x.dtype)
-            low = jnp.matmul(xa, self.lora_a.value.astype(self.dtype))
-            y = y + jnp.matmul(low, self.lora_b.value.astype(self.dtype)) * jnp.asarray(self.lora_scale, self.dtype)
+            low = jnp.matmul(xa, self.lora_a[...].astype(self.dtype))
+            y = y + jnp.matmul(low, self.lora_b[...].astype(self.dtype)) * jnp.asarray(self.lora_scale, self.dtype)
         return y
 
 
@@ -76,7 +76,7 @@ class Embedding(nnx.Module):
         )
 
     def __call__(self, tokens_bt: jax.Array, dtype) -> jax.Array:
-        return jnp.take(self.table.value, tokens_bt, axis=0).astype(dtype)
+        return jnp.take(self.table[...], tokens_bt, axis=0).astype(dtype)
 
 
 def rope_inv_freq(head_dim: int, theta: float, scaling_factor: float = 1.0) -> jax.Array:

@@ -78,10 +78,10 @@ def merge_lora(model: nnx.Module) -> None:
 
     for _, module in nnx.iter_graph(model):
         if isinstance(module, Linear) and module.lora_a is not None:
-            kernel = module.kernel.value
+            kernel = module.kernel[...]
             delta = jax.vmap(lora_delta, in_axes=(0, 0, None))(
-                module.lora_a.value, module.lora_b.value, module.lora_scale
-            ) if kernel.ndim == 3 else lora_delta(module.lora_a.value, module.lora_b.value, module.lora_scale)
-            module.kernel.value = (kernel.astype(jnp.float32) + delta).astype(kernel.dtype)
+                module.lora_a[...], module.lora_b[...], module.lora_scale
+            ) if kernel.ndim == 3 else lora_delta(module.lora_a[...], module.lora_b[...], module.lora_scale)
+            module.kernel.set_value((kernel.astype(jnp.float32) + delta).astype(kernel.dtype))
             module.lora_a = None
             module.lora_b = None

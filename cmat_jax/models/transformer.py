@@ -142,11 +142,13 @@ class Transformer(nnx.Module):
     # -- forward ---------------------------------------------------------
 
     def hidden_states(self, tokens_bt, positions_bt=None, segment_ids_bt=None, cache: Optional[KVCache] = None,
-                      *, use_lora: bool = True, dropout_key=None):
+                      *, use_lora: bool = True, dropout_key=None, collect_layers: bool = False):
         """Final-normed hidden states [b, t, d] and the updated cache (or None).
 
         positions_bt defaults to 0..t-1 (after the cache's written slots);
-        segment_ids_bt defaults to all ones. Segment 0 marks padding.
+        segment_ids_bt defaults to all ones. Segment 0 marks padding. With
+        `collect_layers`, a third result holds every layer's output [l, b, t, d]
+        (for locating where two implementations diverge).
         """
         b, t = tokens_bt.shape
         write_index = jnp.zeros((), jnp.int32) if cache is None else cache.end_index
@@ -174,24 +176,26 @@ class Transformer(nnx.Module):
         def layer(x_btd, xs):
             state, kv, key = xs
             block = nnx.merge(graphdef, state)
-            return block(x_btd, sin_bth, cos_bth, mask_bts, kv, write_index, use_lora=use_lora, dropout_key=key)
+            x_btd, new_kv = block(x_btd, sin_bth, cos_bth, mask_bts, kv, write_index, use_lora=use_lora,
+                                  dropout_key=key)
+            return x_btd, (new_kv, x_btd if collect_layers else None)
 
         policy = REMAT_POLICIES[self.remat]
         if self.remat != "none":
             layer = jax.checkpoint(layer, policy=policy, prevent_cse=False)
         kv_xs = None if cache is None else (cache.k_lbskh, cache.v_lbskh)
-        x_btd, new_kv = jax.lax.scan(layer, x_btd, (layer_state, kv_xs, layer_keys))
+        x_btd, (new_kv, layers_lbtd) = jax.lax.scan(layer, x_btd, (layer_state, kv_xs, layer_keys))
         h_btd = self.final_norm(x_btd)
         new_cache = None if cache is None else KVCache(
             k_lbskh=new_kv[0], v_lbskh=new_kv[1], segment_ids_bs=kv_segment_bs, end_index=write_index + t
         )
-        return h_btd, new_cache
+        return (h_btd, new_cache, layers_lbtd) if collect_layers else (h_btd, new_cache)
 
     def output_kernel(self) -> jax.Array:
         """The [d, v] output projection (the embedding table's transpose when tied)."""
         if self.lm_head is None:
-            return self.embed.table.value.T
-        return self.lm_head.kernel.value
+            return self.embed.table[...].T
+        return self.lm_head.kernel[...]
 
     def logits(self, h_btd: jax.Array) -> jax.Array:
         """Float32 logits [b, t, v] from hidden states."""
