@@ -1,0 +1,232 @@
+"""Token examples -> fixed-shape training batches (packed rows or length buckets), resumable.
+
+An example of L tokens gives L-1 training positions: inputs ids[:-1], targets
+ids[1:], and the loss mask of the targets (1 where the target token is
+assistant-generated). `seq_len` counts these positions, so an example takes up
+to seq_len + 1 tokens. Longer examples are cut to their first seq_len + 1
+tokens (overlong="truncate") or skipped (overlong="drop"). Examples with no
+loss-bearing target (no trained assistant turn left) are skipped: they would
+cost compute and teach nothing.
+
+Batches are dicts of numpy arrays, all [batch, length]:
+  tokens      int32   model inputs (pad_id at padding)
+  targets     int32   next token of each input (pad_id at padding)
+  loss_mask   float32 1.0 where the target is assistant-generated, else 0.0
+  segment_ids int32   0 at padding, 1..n for the examples packed in a row
+  positions   int32   position within its own example, restarting at 0
+
+packed:   rows of exactly seq_len; examples are placed in stream order, each
+          into the first row with room; the first example that fits no row
+          starts the next batch. Attention must not cross segment_ids.
+bucketed: one example per row, padded to the smallest bucket length that holds
+          the longest example of the batch, so only len(buckets) shapes compile.
+
+The iterator is infinite. Its state is the stream position of the next
+example, written as {"epoch", "index"} (plus a fingerprint of the settings);
+`restore(state)` makes it yield exactly the batches that followed that state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+MODES = ("packed", "bucketed")
+OVERLONG = ("truncate", "drop")
+
+# stream position -> (ids int32[L], loss_mask int32[L]) of the conversation drawn there
+ExampleFn = Callable[[int], tuple[np.ndarray, np.ndarray]]
+
+
+def default_buckets(seq_len: int, smallest: int = 64) -> tuple[int, ...]:
+    """Powers of two from `smallest` below seq_len, then seq_len itself."""
+    buckets = []
+    length = smallest
+    while length < seq_len:
+        buckets.append(length)
+        length *= 2
+    buckets.append(seq_len)
+    return tuple(buckets)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSpec:
+    batch_size: int
+    seq_len: int
+    mode: str = "packed"
+    overlong: str = "truncate"
+    bucket_lengths: tuple[int, ...] | None = None  # bucketed mode; None: default_buckets(seq_len)
+    pad_id: int = 0
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.seq_len < 1:
+            raise ValueError(f"batch_size and seq_len must be >= 1, found {self.batch_size} and {self.seq_len}")
+        if self.mode not in MODES:
+            raise ValueError(f"batching mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.overlong not in OVERLONG:
+            raise ValueError(f"overlong={self.overlong!r} is not one of {', '.join(OVERLONG)}")
+        if self.bucket_lengths is not None:
+            buckets = tuple(self.bucket_lengths)
+            if list(buckets) != sorted(set(buckets)) or buckets[0] < 1 or buckets[-1] != self.seq_len:
+                raise ValueError(
+                    f"bucket_lengths {list(buckets)} must be increasing positive lengths ending at "
+                    f"seq_len={self.seq_len}"
+                )
+
+    @property
+    def buckets(self) -> tuple[int, ...]:
+        return tuple(self.bucket_lengths) if self.bucket_lengths is not None else default_buckets(self.seq_len)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingExample:
+    """One example shifted for next-token training: all three arrays have the same length."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    target_mask: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+def to_training_example(ids: np.ndarray, loss_mask: np.ndarray, spec: BatchSpec) -> TrainingExample | None:
+    """Shift and cut one tokenized conversation; None when it should be skipped."""
+    if len(ids) > spec.seq_len + 1:
+        if spec.overlong == "drop":
+            return None
+        ids, loss_mask = ids[: spec.seq_len + 1], loss_mask[: spec.seq_len + 1]
+    if len(ids) < 2 or not loss_mask[1:].any():
+        return None
+    return TrainingExample(
+        inputs=np.asarray(ids[:-1], np.int32),
+        targets=np.asarray(ids[1:], np.int32),
+        target_mask=np.asarray(loss_mask[1:], np.float32),
+    )
+
+
+def _empty_batch(rows: int, length: int, pad_id: int) -> dict[str, np.ndarray]:
+    return {
+        "tokens": np.full((rows, length), pad_id, np.int32),
+        "targets": np.full((rows, length), pad_id, np.int32),
+        "loss_mask": np.zeros((rows, length), np.float32),
+        "segment_ids": np.zeros((rows, length), np.int32),
+        "positions": np.zeros((rows, length), np.int32),
+    }
+
+
+def _place(batch: dict[str, np.ndarray], row: int, start: int, segment: int, example: TrainingExample) -> None:
+    end = start + len(example)
+    batch["tokens"][row, start:end] = example.inputs
+    batch["targets"][row, start:end] = example.targets
+    batch["loss_mask"][row, start:end] = example.target_mask
+    batch["segment_ids"][row, start:end] = segment
+    batch["positions"][row, start:end] = np.arange(len(example), dtype=np.int32)
+
+
+class SftBatches:
+    """Infinite, deterministic, resumable iterator of training batches over an example stream."""
+
+    def __init__(
+        self,
+        examples: ExampleFn,
+        spec: BatchSpec,
+        examples_per_epoch: int,
+        max_skipped_in_a_row: int,
+        fingerprint: str = "",
+    ):
+        if examples_per_epoch < 1:
+            raise ValueError(f"examples_per_epoch must be >= 1, found {examples_per_epoch}")
+        self._examples = examples
+        self.spec = spec
+        self.examples_per_epoch = examples_per_epoch
+        self._max_skipped = max(1, max_skipped_in_a_row)
+        self.fingerprint = f"{fingerprint} batch_size={spec.batch_size} seq_len={spec.seq_len} mode={spec.mode} overlong={spec.overlong}"
+        if spec.mode == "bucketed":
+            self.fingerprint += f" buckets={list(spec.buckets)}"
+        self._position = 0
+        self._lookahead: tuple[int, TrainingExample, int] | None = None
+        self.skipped = 0  # examples skipped so far in this process (too long with "drop", or no loss)
+
+    # -- state -----------------------------------------------------------
+    def state(self) -> dict:
+        epoch, index = divmod(self._position, self.examples_per_epoch)
+        return {"epoch": epoch, "index": index, "fingerprint": self.fingerprint}
+
+    def restore(self, state: dict) -> None:
+        missing = {"epoch", "index"} - set(state)
+        if missing:
+            raise ValueError(f"data iterator state {state} lacks {sorted(missing)}; expected epoch and index")
+        if "fingerprint" in state and state["fingerprint"] != self.fingerprint:
+            raise ValueError(
+                f"data iterator state was saved with different data settings:\n  saved: {state['fingerprint']}\n"
+                f"  now:   {self.fingerprint}\nresume with the same data files, mixture, seed and batching"
+            )
+        epoch, index = int(state["epoch"]), int(state["index"])
+        if epoch < 0 or not 0 <= index < self.examples_per_epoch:
+            raise ValueError(f"data iterator state epoch={epoch} index={index} is out of range")
+        self._position = epoch * self.examples_per_epoch + index
+        self._lookahead = None
+
+    # -- iteration -------------------------------------------------------
+    def __iter__(self) -> "SftBatches":
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self.spec.mode == "packed":
+            return self._next_packed()
+        return self._next_bucketed()
+
+    def _peek(self) -> tuple[int, TrainingExample, int]:
+        """(position of the next usable example, the example, the position after it)."""
+        if self._lookahead is not None:  # computed from the current position
+            return self._lookahead
+        position, skipped = self._position, 0
+        while True:
+            ids, loss_mask = self._examples(position)
+            example = to_training_example(ids, loss_mask, self.spec)
+            if example is not None:
+                self._lookahead = (position, example, position + 1)
+                return self._lookahead
+            skipped += 1
+            self.skipped += 1
+            position += 1
+            if skipped >= self._max_skipped:
+                raise ValueError(
+                    f"{skipped} examples in a row had no trained assistant tokens"
+                    f"{' or were longer than seq_len+1 tokens' if self.spec.overlong == 'drop' else ''}; "
+                    f"check the data (assistant turns, loss flags) and seq_len={self.spec.seq_len}"
+                )
+
+    def _take(self) -> TrainingExample:
+        _, example, after = self._peek()
+        self._position = after
+        self._lookahead = None
+        return example
+
+    def _next_packed(self) -> dict[str, np.ndarray]:
+        spec = self.spec
+        batch = _empty_batch(spec.batch_size, spec.seq_len, spec.pad_id)
+        used = [0] * spec.batch_size
+        segments = [0] * spec.batch_size
+        while True:
+            _, example, _ = self._peek()
+            row = next((r for r in range(spec.batch_size) if used[r] + len(example) <= spec.seq_len), None)
+            if row is None:
+                return batch
+            self._take()
+            segments[row] += 1
+            _place(batch, row, used[row], segments[row], example)
+            used[row] += len(example)
+
+    def _next_bucketed(self) -> dict[str, np.ndarray]:
+        spec = self.spec
+        examples = [self._take() for _ in range(spec.batch_size)]
+        longest = max(len(e) for e in examples)
+        length = next(b for b in spec.buckets if b >= longest)
+        batch = _empty_batch(spec.batch_size, length, spec.pad_id)
+        for row, example in enumerate(examples):
+            _place(batch, row, 0, 1, example)
+        return batch

@@ -1,0 +1,146 @@
+"""Conversation records: the ShareGPT/AgentInstruct and OpenAI JSON forms, read from JSONL.
+
+Accepted records (one JSON object per line; blank lines are skipped):
+
+    {"conversations": [{"from": "human" | "gpt" | "system", "value": "...", "loss": true | false | null}]}
+    {"messages": [{"role": "user" | "assistant" | "system", "content": "...", "loss": ...}]}
+
+Both become a list of `Message`s. `loss` is optional; false on an assistant
+turn means it contributes no loss (AgentInstruct marks its "Ok." replies this
+way); true on a user or system turn is refused. A JSONL file is parsed whole
+when opened, so a malformed line fails at once with its path and line number;
+for data sets too large for that, build a TFDS dataset (tools/build_tfds.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+from cmat_jax.data.tokenizer import Message
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+OPENAI_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
+
+
+class ConversationSource(Protocol):
+    """A random-access collection of conversations with locations for error messages."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> list[Message]: ...
+
+    def describe(self, index: int) -> str:
+        """Where record `index` came from, e.g. 'data/agent.jsonl:12'."""
+        ...
+
+
+class DataError(ValueError):
+    """A data record is malformed; the message names the file and line (or record)."""
+
+
+def parse_conversation(record: Any, where: str) -> list[Message]:
+    """Turn one decoded JSON record into messages, or raise DataError naming `where`."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, found {type(record).__name__}")
+    if "conversations" in record:
+        field, role_key, content_key, roles = "conversations", "from", "value", SHAREGPT_ROLES
+    elif "messages" in record:
+        field, role_key, content_key, roles = "messages", "role", "content", OPENAI_ROLES
+    else:
+        raise DataError(
+            f"{where}: expected a 'conversations' list (ShareGPT form) or a 'messages' list "
+            f"(OpenAI form); found keys {sorted(record)}"
+        )
+    turns = record[field]
+    if not isinstance(turns, list) or not turns:
+        raise DataError(f"{where}: '{field}' must be a non-empty list, found {turns!r:.80}")
+    messages = []
+    for index, turn in enumerate(turns):
+        at = f"{where}: {field}[{index}]"
+        if not isinstance(turn, dict):
+            raise DataError(f"{at} is a {type(turn).__name__}; expected an object with '{role_key}' and '{content_key}'")
+        raw_role = turn.get(role_key)
+        if raw_role not in roles:
+            raise DataError(f"{at}.{role_key} is {raw_role!r}; expected one of {', '.join(roles)}")
+        content = turn.get(content_key)
+        if not isinstance(content, str):
+            raise DataError(f"{at}.{content_key} is {type(content).__name__}, expected a string")
+        loss = turn.get("loss")
+        if loss is not None and not isinstance(loss, bool):
+            raise DataError(f"{at}.loss is {loss!r}; expected true, false or null")
+        role = roles[raw_role]
+        if loss is True and role != "assistant":
+            raise DataError(f"{at} is a {raw_role} turn with loss: true; only assistant turns can carry loss")
+        messages.append(Message(role, content, loss))
+    return messages
+
+
+def conversation_to_json(messages: Sequence[Message]) -> str:
+    """The normalized OpenAI-form JSON of a conversation (what TFDS records hold)."""
+    turns = []
+    for m in messages:
+        turn = {"role": m.role, "content": m.content}
+        if m.loss is not None:
+            turn["loss"] = m.loss
+        turns.append(turn)
+    return json.dumps({"messages": turns}, ensure_ascii=False)
+
+
+class JsonlConversations:
+    """All conversations of a JSONL file, parsed and validated up front."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"conversation file {self.path} does not exist")
+        self._messages: list[list[Message]] = []
+        self._lines: list[int] = []
+        with self.path.open("rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                where = f"{self.path}:{line_number}"
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise DataError(f"{where}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+                if not text.strip():
+                    continue
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as error:
+                    raise DataError(
+                        f"{where}: not valid JSON ({error.msg} at column {error.colno}); each line must "
+                        f"hold one JSON object"
+                    ) from None
+                self._messages.append(parse_conversation(record, where))
+                self._lines.append(line_number)
+        if not self._messages:
+            raise DataError(f"{self.path} holds no conversations (the file is empty or all lines are blank)")
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __getitem__(self, index: int) -> list[Message]:
+        return self._messages[index]
+
+    def line_number(self, index: int) -> int:
+        return self._lines[index]
+
+    def describe(self, index: int) -> str:
+        return f"{self.path}:{self._lines[index]}"
+
+
+def open_conversations(path: str | Path, split: str = "train") -> ConversationSource:
+    """A JSONL file, or a TFDS dataset directory written by tools/build_tfds.py."""
+    path = Path(path)
+    if path.is_dir():
+        from cmat_jax.data.tfds_source import TfdsConversations
+
+        return TfdsConversations(path, split)
+    if path.is_file():
+        return JsonlConversations(path)
+    raise FileNotFoundError(
+        f"conversation source {path} does not exist; expected a .jsonl file or a TFDS dataset "
+        f"directory built by tools/build_tfds.py"
+    )
