@@ -7,6 +7,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from cmat_jax.models.lora import LoRA, LoRAConfig
 
@@ -66,7 +67,7 @@ class Linear(nnx.Module):
                 xa = jnp.where(keep, x / (1.0 - self.lora_dropout), 0).astype(x.dtype)
             low = jnp.matmul(xa, self.lora_a[...].astype(self.dtype))
             y = y + jnp.matmul(low, self.lora_b[...].astype(self.dtype)) * jnp.asarray(self.lora_scale, self.dtype)
-        return y
+        return checkpoint_name(y, "linear_out")  # what the 'save_linear' remat policy keeps
 
 
 class Embedding(nnx.Module):

@@ -26,7 +26,10 @@ REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "save_proj": jax.checkpoint_policies.save_only_these_names("proj_out"),
+    # Saves each projection's output (base + LoRA summed) and the attention
+    # output, recomputing only cheap elementwise work. The dots policies would
+    # also keep every LoRA up-projection's output, doubling activation memory.
+    "save_linear": jax.checkpoint_policies.save_only_these_names("linear_out", "attn_out"),
 }
 
 
@@ -49,16 +52,23 @@ class Attention(nnx.Module):
         q_btnh = constrain(apply_rope(q_btnh, sin_bth, cos_bth), ("batch", "seq", "act_heads", None))
         k_btkh = constrain(apply_rope(k_btkh, sin_bth, cos_bth), ("batch", "seq", "act_kv_heads", None))
         v_btkh = constrain(v_btkh, ("batch", "seq", "act_kv_heads", None))
+        impl = self.impl
         if kv is None:
             k_bskh, v_bskh, new_kv = k_btkh, v_btkh, None
         else:
-            k_cache, v_cache = kv
-            start = (0, write_index, 0, 0)
-            k_bskh = jax.lax.dynamic_update_slice(k_cache, k_btkh.astype(k_cache.dtype), start)
-            v_bskh = jax.lax.dynamic_update_slice(v_cache, v_btkh.astype(v_cache.dtype), start)
-            new_kv = (k_bskh, v_bskh)
-            k_bskh, v_bskh = k_bskh.astype(q_btnh.dtype), v_bskh.astype(q_btnh.dtype)
-        out_btnh = attn_lib.dot_product_attention(q_btnh, k_bskh, v_bskh, mask_bts, self.impl)
+            # The whole stacked cache is updated in place at (layer, :, write_index):
+            # only the new slots are written, never a copy of a layer's cache.
+            k_cache, v_cache, layer = kv
+            start = (layer, 0, write_index, 0, 0)
+            k_cache = jax.lax.dynamic_update_slice(k_cache, k_btkh[None].astype(k_cache.dtype), start)
+            v_cache = jax.lax.dynamic_update_slice(v_cache, v_btkh[None].astype(v_cache.dtype), start)
+            new_kv = (k_cache, v_cache)
+            k_bskh = jax.lax.dynamic_index_in_dim(k_cache, layer, keepdims=False).astype(q_btnh.dtype)
+            v_bskh = jax.lax.dynamic_index_in_dim(v_cache, layer, keepdims=False).astype(q_btnh.dtype)
+            if t == 1:
+                impl = "xla"  # one query per row: a fused kernel has nothing to tile
+        out_btnh = checkpoint_name(attn_lib.dot_product_attention(q_btnh, k_bskh, v_bskh, mask_bts, impl),
+                                   "attn_out")
         out_btd = self.o(out_btnh.reshape(b, t, -1), use_lora=use_lora, dropout_key=keys[3])
         return out_btd, new_kv
 
@@ -89,9 +99,9 @@ class Block(nnx.Module):
         keys = [None] * 7 if dropout_key is None else list(jax.random.split(dropout_key, 7))
         attn_out, new_kv = self.attn(self.attn_norm(x_btd), sin_bth, cos_bth, mask_bts, kv, write_index,
                                      use_lora=use_lora, keys=keys[:4])
-        x_btd = x_btd + checkpoint_name(attn_out, "proj_out")
+        x_btd = x_btd + attn_out
         mlp_out = self.mlp(self.mlp_norm(x_btd), use_lora=use_lora, keys=keys[4:])
-        x_btd = x_btd + checkpoint_name(mlp_out, "proj_out")
+        x_btd = x_btd + mlp_out
         return constrain(x_btd, ("batch", "seq", "act_embed")), new_kv
 
 
@@ -173,18 +183,20 @@ class Transformer(nnx.Module):
         layer_keys = (None if dropout_key is None
                       else jax.random.split(dropout_key, self.cfg.num_layers))
 
-        def layer(x_btd, xs):
-            state, kv, key = xs
+        def layer(carry, xs):
+            x_btd, kv = carry
+            state, index, key = xs
             block = nnx.merge(graphdef, state)
-            x_btd, new_kv = block(x_btd, sin_bth, cos_bth, mask_bts, kv, write_index, use_lora=use_lora,
-                                  dropout_key=key)
-            return x_btd, (new_kv, x_btd if collect_layers else None)
+            x_btd, kv = block(x_btd, sin_bth, cos_bth, mask_bts, None if kv is None else (*kv, index),
+                              write_index, use_lora=use_lora, dropout_key=key)
+            return (x_btd, kv), (x_btd if collect_layers else None)
 
         policy = REMAT_POLICIES[self.remat]
         if self.remat != "none":
             layer = jax.checkpoint(layer, policy=policy, prevent_cse=False)
-        kv_xs = None if cache is None else (cache.k_lbskh, cache.v_lbskh)
-        x_btd, (new_kv, layers_lbtd) = jax.lax.scan(layer, x_btd, (layer_state, kv_xs, layer_keys))
+        kv = None if cache is None else (cache.k_lbskh, cache.v_lbskh)
+        layer_index = jnp.arange(self.cfg.num_layers, dtype=jnp.int32)
+        (x_btd, new_kv), layers_lbtd = jax.lax.scan(layer, (x_btd, kv), (layer_state, layer_index, layer_keys))
         h_btd = self.final_norm(x_btd)
         new_cache = None if cache is None else KVCache(
             k_lbskh=new_kv[0], v_lbskh=new_kv[1], segment_ids_bs=kv_segment_bs, end_index=write_index + t

@@ -82,7 +82,7 @@ def test_lora_targets_by_list_and_regex():
         LoRAConfig(targets="attn.*")
 
 
-@pytest.mark.parametrize("remat", ["full", "dots", "save_proj"])
+@pytest.mark.parametrize("remat", ["full", "dots", "save_linear"])
 def test_remat_policies_keep_gradients(remat):
     seq = tokens((2, 6))
 
