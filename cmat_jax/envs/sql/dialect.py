@@ -1,0 +1,338 @@
+"""MySQL-dialect SQL to SQLite with sqlglot, rewritten so that SQLite computes what MySQL would.
+
+sqlglot translates syntax; a few rewrites on the parsed tree then carry over
+MySQL semantics that SQLite lacks (all columns are TEXT, as in DBBench):
+
+- a text value meeting a number (comparison, IN, BETWEEN, arithmetic, SUM/AVG)
+  is read as a double first, as MySQL does ('5' < 17 is true, '5' + 1 is 6.0),
+  while numbers (from CTEs, COUNT, ...) stay numbers;
+- text comparisons and ORDER BY use the MySQL collation even on expressions
+  (SQLite would fall back to binary comparison there);
+- LIKE ignores case and accents, with backslash as the default escape;
+- MySQL string functions SQLite lacks (LEFT, LPAD, SUBSTRING_INDEX, CONCAT_WS, ...)
+  call the equivalents in mysql_functions;
+- numbers stored into TEXT columns become the text MySQL would store
+  (7.400 -> '7.400', a DOUBLE 6 -> '6').
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.dialects.sqlite import SQLite
+
+from cmat_jax.envs.sql import mysql_text
+
+# sqlglot warns when it falls back to an opaque Command for syntax it does not model; such statements
+# are rejected with a clear message here, so the warning would only be noise in rollout logs.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+
+MAX_SQL_CHARS = 20_000  # default bound on statement text; parsing far longer text takes seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntaxProblem:
+    description: str
+    line: int
+    near: str  # the statement text from the offending token on
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedSql:
+    """A statement string parsed in MySQL's dialect: either statements or a syntax problem."""
+
+    sql: str
+    statements: tuple[exp.Expression, ...]
+    syntax: SyntaxProblem | None = None
+
+
+def parse_mysql(sql: str, max_chars: int | None = None) -> ParsedSql:
+    """Parses MySQL text; never raises (garbage in gives a syntax problem). Text over `max_chars` is not parsed."""
+    if max_chars is not None and len(sql) > max_chars:
+        return ParsedSql(sql, (), SyntaxProblem(f"the statement is longer than {max_chars} characters", 1, ""))
+    try:
+        trees = sqlglot.parse(sql, read="mysql")
+    except sqlglot.errors.ParseError as e:
+        first = e.errors[0] if e.errors else {}
+        near = (first.get("highlight") or "") + (first.get("end_context") or "")
+        description = first.get("description") or str(e).splitlines()[0]
+        return ParsedSql(sql, (), SyntaxProblem(description, first.get("line") or 1, near))
+    except Exception as e:  # tokenizer errors, recursion on absurd nesting, ...
+        description = (str(e).splitlines() or [type(e).__name__])[0]
+        return ParsedSql(sql, (), SyntaxProblem(description, 1, ""))
+    return ParsedSql(sql, tuple(tree for tree in trees if tree is not None))
+
+
+def syntax_error_text(problem: SyntaxProblem) -> str:
+    """The error a MySQL client prints for a syntax error."""
+    return (
+        "1064 (42000): You have an error in your SQL syntax; check the manual that corresponds to your "
+        f"MySQL server version for the right syntax to use near '{problem.near[:80]}' at line {problem.line}"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class References:
+    """The names a statement refers to, gathered in one walk over its tree."""
+
+    tables: tuple[exp.Table, ...]
+    columns: tuple[exp.Column, ...]
+    ctes: tuple[exp.CTE, ...]
+    subqueries: tuple[exp.Subquery, ...]
+    aliases: tuple[exp.Alias, ...]
+    table_aliases: tuple[exp.TableAlias, ...]
+
+    @classmethod
+    def of(cls, statement: exp.Expression) -> References:
+        kinds = (exp.Table, exp.Column, exp.CTE, exp.Subquery, exp.Alias, exp.TableAlias)
+        found: dict[type, list] = {kind: [] for kind in kinds}
+        for node in statement.walk():
+            for kind in kinds:
+                if isinstance(node, kind):
+                    found[kind].append(node)
+        return cls(*(tuple(found[kind]) for kind in kinds))
+
+    @property
+    def cte_names(self) -> frozenset[str]:
+        return frozenset(cte.alias for cte in self.ctes)
+
+
+READ_KIND = "SELECT"
+WRITE_KINDS = ("INSERT", "UPDATE", "DELETE")
+
+
+def statement_kind(statement: exp.Expression, sql: str) -> str:
+    """SELECT, INSERT, UPDATE, DELETE, or the leading keyword of any other statement (DROP, PRAGMA, ...)."""
+    if isinstance(statement, (exp.Select, exp.SetOperation, exp.Subquery)):
+        return READ_KIND
+    for kind, node_type in (("INSERT", exp.Insert), ("UPDATE", exp.Update), ("DELETE", exp.Delete)):
+        if isinstance(statement, node_type):
+            return kind
+    keyword = re.match(r"\W*([A-Za-z_]+)", sql)
+    return keyword.group(1).upper() if keyword else type(statement).__name__.upper()
+
+
+# ---------------------------------------------------------------------------------------------
+# MySQL semantics on SQLite.
+
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
+_ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.IntDiv)
+_NUMERIC_FUNCTIONS = (
+    exp.Count, exp.Sum, exp.Avg, exp.Abs, exp.Round, exp.Floor, exp.Ceil, exp.Length, exp.Sqrt,
+    exp.Pow, exp.Ln, exp.Log, exp.Exp, exp.Sign, exp.Stddev, exp.StddevPop, exp.StddevSamp,
+    exp.Variance, exp.VariancePop,
+)  # fmt: skip
+
+
+def _is_numeric(node: exp.Expression | None) -> bool:
+    """Whether MySQL types the expression as a number (conservative: unknown means text)."""
+    if isinstance(node, exp.Paren):
+        return _is_numeric(node.this)
+    if isinstance(node, exp.Literal):
+        return not node.is_string
+    if isinstance(node, (exp.Boolean, *_ARITHMETIC, *_NUMERIC_FUNCTIONS)):
+        return True
+    if isinstance(node, (exp.Neg, exp.Max, exp.Min)):
+        return _is_numeric(node.this)
+    if isinstance(node, exp.Cast):
+        return node.to.is_type(*exp.DataType.NUMERIC_TYPES)
+    if isinstance(node, exp.Anonymous):
+        return node.name.lower() == mysql_text.NUMBER_FUNCTION
+    if isinstance(node, exp.Subquery):
+        return _is_numeric(node.this)
+    if isinstance(node, exp.Select) and node.expressions:
+        return _is_numeric(node.expressions[0].unalias())
+    return False
+
+
+def _wrap(node: exp.Expression, make) -> None:
+    """Replaces `node` in its parent by make(node)."""
+    parent, key, index = node.parent, node.arg_key, node.index
+    wrapper = make(node)
+    if parent is not None:
+        parent.set(key, wrapper, index)
+
+
+def _as_number(node: exp.Expression) -> exp.Expression:
+    return exp.Anonymous(this=mysql_text.NUMBER_FUNCTION, expressions=[node])
+
+
+def _collated(node: exp.Expression) -> exp.Expression:
+    return exp.Collate(this=exp.Paren(this=node), expression=exp.to_identifier(mysql_text.COLLATION))
+
+
+def _call(name: str):
+    return lambda node: exp.Anonymous(this=name, expressions=[node])
+
+
+def _to_number_if_text(node: exp.Expression | None) -> None:
+    if node is not None and not isinstance(node, exp.Null) and not _is_numeric(node):
+        _wrap(node, _as_number)
+
+
+def _rewrite_comparison(node: exp.Expression) -> None:
+    left, right = node.this, node.expression
+    left_numeric, right_numeric = _is_numeric(left), _is_numeric(right)
+    if isinstance(left, exp.Collate) or isinstance(right, exp.Collate):
+        return  # the SQL names its collation
+    if left_numeric and not right_numeric:
+        _to_number_if_text(right)
+    elif right_numeric and not left_numeric:
+        _to_number_if_text(left)
+    elif not left_numeric and left is not None:
+        _wrap(left, _collated)
+
+
+def _rewrite_membership(node: exp.Expression, others: list) -> None:
+    """IN and BETWEEN: numbers on the right make MySQL compare as doubles, text compares collated."""
+    subject = node.this
+    if subject is None or _is_numeric(subject) or not others:
+        return
+    if all(_is_numeric(other) for other in others):
+        _to_number_if_text(subject)
+    else:
+        _wrap(subject, _collated)
+
+
+def _rewrite_stored_value(value: exp.Expression) -> None:
+    """A value written to a TEXT column becomes the text MySQL would store."""
+    if isinstance(value, exp.Literal) and not value.is_string:
+        value.replace(exp.Literal.string(mysql_text.number_literal_text(value.this)))
+    elif isinstance(value, exp.Neg) and isinstance(value.this, exp.Literal) and not value.this.is_string:
+        value.replace(exp.Literal.string(mysql_text.number_literal_text(value.this.this, negative=True)))
+    elif _is_numeric(value):
+        _wrap(value, _call(mysql_text.TEXT_FUNCTION))
+
+
+def _mysql_function_call(node: exp.Expression) -> exp.Expression | None:
+    """MySQL string functions SQLite lacks, as calls of the functions in mysql_functions."""
+    if isinstance(node, exp.Left):
+        name, args = "mysql_left", [node.this, node.expression]
+    elif isinstance(node, exp.Right):
+        name, args = "mysql_right", [node.this, node.expression]
+    elif isinstance(node, exp.Pad):
+        fill = node.args.get("fill_pattern") or exp.Literal.string(" ")
+        name, args = ("mysql_lpad" if node.args.get("is_left") else "mysql_rpad"), [node.this, node.expression, fill]
+    elif isinstance(node, exp.Repeat):
+        name, args = "mysql_repeat", [node.this, node.args.get("times")]
+    elif isinstance(node, exp.Space):
+        name, args = "mysql_repeat", [exp.Literal.string(" "), node.this]
+    elif isinstance(node, exp.SubstringIndex):
+        name, args = "mysql_substring_index", [node.this, node.args.get("delimiter"), node.args.get("count")]
+    elif isinstance(node, exp.ConcatWs):
+        name, args = "mysql_concat_ws", list(node.expressions)
+    else:
+        return None
+    if any(arg is None for arg in args):
+        return None
+    return exp.Anonymous(this=name, expressions=args)
+
+
+def _collation_of(node: exp.Collate) -> str:
+    """A collation written in the SQL: MySQL's binary and case-sensitive ones compare as SQLite's BINARY."""
+    name = node.expression.name.lower() if node.expression is not None else ""
+    return "BINARY" if name.endswith(("_bin", "_cs")) or name == "binary" else mysql_text.COLLATION
+
+
+def _is_assignment(node: exp.Expression) -> bool:
+    """`col = value` in UPDATE ... SET or ON DUPLICATE KEY UPDATE: an assignment, not a comparison."""
+    return isinstance(node.parent, (exp.Update, exp.OnConflict)) and node.arg_key == "expressions"
+
+
+def _rewrite(node: exp.Expression) -> None:
+    call = _mysql_function_call(node)
+    if call is not None:
+        node.replace(call)
+    elif isinstance(node, exp.Collate):
+        node.set("expression", exp.to_identifier(_collation_of(node)))
+    elif isinstance(node, _COMPARISONS):
+        if not _is_assignment(node):
+            _rewrite_comparison(node)
+    elif isinstance(node, exp.In):
+        query = node.args.get("query")
+        _rewrite_membership(node, [query] if query is not None else list(node.expressions))
+    elif isinstance(node, exp.Between):
+        _rewrite_membership(node, [node.args.get("low"), node.args.get("high")])
+    elif isinstance(node, _ARITHMETIC):
+        _to_number_if_text(node.this)
+        _to_number_if_text(node.expression)
+    elif isinstance(node, exp.Neg):
+        _to_number_if_text(node.this)
+    elif isinstance(node, (exp.Sum, exp.Avg)):
+        argument = node.this
+        for term in list(argument.expressions) if isinstance(argument, exp.Distinct) else [argument]:
+            _to_number_if_text(term)
+    elif isinstance(node, exp.Like):
+        _wrap(node.this, _call(mysql_text.FOLD_FUNCTION))
+        _wrap(node.expression, _call(mysql_text.FOLD_FUNCTION))
+        if not isinstance(node.parent, exp.Escape):
+            _wrap(node, lambda like: exp.Escape(this=like, expression=exp.Literal.string("\\")))
+    elif isinstance(node, exp.Ordered):
+        term = node.this
+        is_ordinal = isinstance(term, exp.Literal) and not term.is_string
+        if not is_ordinal and not _is_numeric(term) and not isinstance(term, exp.Collate):
+            _wrap(term, _collated)
+    elif isinstance(node, exp.Insert) and isinstance(node.expression, exp.Values):
+        for row in node.expression.expressions:
+            for value in list(row.expressions) if isinstance(row, exp.Tuple) else [row]:
+                _rewrite_stored_value(value)
+    elif isinstance(node, exp.Update):
+        for assignment in node.expressions:
+            if isinstance(assignment, exp.EQ) and assignment.expression is not None:
+                _rewrite_stored_value(assignment.expression)
+
+
+class _SQLiteBackticks(SQLite):
+    """SQLite quoting identifiers with backticks: SQLite reads a double-quoted name that is not a
+    column as a string literal, which would turn MySQL's "Unknown column" into silently wrong rows."""
+
+    class Tokenizer(SQLite.Tokenizer):
+        IDENTIFIERS = ["`"]
+
+
+def quote_identifier(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def to_sqlite(statement: exp.Expression, database: str | None = None) -> str:
+    """SQLite text for one parsed MySQL statement; `database.table` qualifiers naming `database` are dropped."""
+    tree = statement.copy()
+    if database is not None:
+        for table in tree.find_all(exp.Table):
+            if table.args.get("db") is not None and table.db == database and not table.catalog:
+                table.set("db", None)
+    for node in list(tree.walk()):  # snapshot: rewrites insert wrappers that need no rewriting themselves
+        _rewrite(node)
+    return tree.sql(dialect=_SQLiteBackticks, copy=False)  # the tree is already a private copy
+
+
+# ---------------------------------------------------------------------------------------------
+# Error context.
+
+_CLAUSE_NAMES = {
+    "expressions": "field list",
+    "where": "where clause",
+    "group": "group statement",
+    "having": "having clause",
+    "order": "order clause",
+}
+
+
+def column_clause(statement: exp.Expression, column: str) -> str:
+    """The clause MySQL names in 'Unknown column ... in <clause>' for the first use of `column`."""
+    wanted = column.rsplit(".", 1)[-1].lower()
+    for node in statement.find_all(exp.Column):
+        if node.name.lower() != wanted:
+            continue
+        while node.parent is not None:
+            if isinstance(node.parent, exp.Join) and node.arg_key == "on":
+                return "on clause"
+            if isinstance(node.parent, (exp.Select, exp.Update, exp.Delete)) and node.arg_key in _CLAUSE_NAMES:
+                return _CLAUSE_NAMES[node.arg_key]
+            node = node.parent
+    return "field list"

@@ -1,0 +1,181 @@
+"""The DBBench v0.2 text protocol as an Environment.
+
+Each reply is read as DBBench reads it. The first "Action: <x>" line decides: for
+"Operation" (while fewer than `max_rounds` statements have run) the first ```sql
+block is executed, its newlines turned into spaces, and the database's raw result
+comes back as the next user turn; a reply without such a block fails the task.
+Any other reply ends the episode: the text after "\\nFinal Answer:" is the answer
+(a reply without one fails the task, or counts as hitting the round limit when
+the limit was reached). INSERT/UPDATE/DELETE tasks are graded on the table's
+final state whatever the episode's status; SELECT-family tasks on the answer.
+The reward is 1.0 for a correct episode, 0.0 otherwise, given on the last step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from cmat_jax.envs.base import ASSISTANT, USER, Message, Step
+from cmat_jax.envs.sql import grading
+from cmat_jax.envs.sql.checker import Checker, Verdict
+from cmat_jax.envs.sql.database import EpisodeDatabase, Limits, MysqlError, TableImage, build_image
+from cmat_jax.envs.sql.dialect import parse_mysql
+from cmat_jax.envs.sql.tasks import SqlTask
+
+# DBBench v0.2's instructions (THUDM/AgentBench, Apache-2.0), verbatim: models are measured on this exact text.
+DBBENCH_INSTRUCTIONS = """
+I will ask you a question, then you should help me operate a MySQL database with SQL to answer the question.
+You have to explain the problem and your solution to me and write down your thoughts.
+After thinking and explaining thoroughly, every round you can choose to operate or to answer.
+your operation should be like this:
+Action: Operation
+```sql
+SELECT * FROM table WHERE condition;
+```
+You MUST put SQL in markdown format without any other comments. Your SQL should be in one line.
+Every time you can only execute one SQL statement. I will only execute the statement in the first SQL code block. Every time you write a SQL, I will execute it for you and give you the output.
+If you are done operating, and you want to commit your final answer, then write down:
+Action: Answer
+Final Answer: ["ANSWER1", "ANSWER2", ...]
+DO NOT write this pattern unless you are sure about your answer. I expect an accurate and correct answer.
+Your answer should be accurate. Your answer must be exactly the same as the correct answer.
+If the question is about modifying the database, then after done operation, your answer field can be anything.
+If your response cannot match any pattern I mentioned earlier, you will be judged as FAIL immediately.
+Your input will be raw MySQL response, you have to deal with it by yourself.
+"""
+INSTRUCTIONS_REPLY = "Ok."  # the agent turn DBBench injects after its instructions
+
+# Episode statuses, named as DBBench's sample statuses.
+COMPLETED = "completed"
+FORMAT_FAILURE = "agent_validation_failed"
+ROUND_LIMIT = "task_limit_reached"
+
+_ACTION = re.compile(r"Action: (.*?)\n")
+_SQL_BLOCK = re.compile(r"```sql\n([\s\S]*?)\n```")
+_FINAL_ANSWER = re.compile(r"\nFinal Answer:(.*)")
+
+CHECKER_MODES = ("enforce", "report", "off")
+
+
+@dataclasses.dataclass(frozen=True)
+class SqlEnvConfig:
+    max_rounds: int = 15  # statements per episode, as configured for DBBench v0.2
+    # enforce: a statement the Checker rejects is not run and its reason is the observation;
+    # report: the verdict goes into info but the statement runs (observations exactly as DBBench's);
+    # off: no Checker.
+    checker: str = "report"
+    limits: Limits = Limits()
+
+    def __post_init__(self):
+        if self.max_rounds < 1:
+            raise ValueError(f"max_rounds must be at least 1, found {self.max_rounds}")
+        if self.checker not in CHECKER_MODES:
+            raise ValueError(f"checker must be one of {', '.join(CHECKER_MODES)}, found {self.checker!r}")
+
+
+class SqlEnv:
+    """DBBench episodes on private in-memory SQLite databases. One episode at a time per instance."""
+
+    _MAX_CACHED_IMAGES = 4096
+
+    def __init__(self, config: SqlEnvConfig = SqlEnvConfig()):
+        self.config = config
+        self._images: dict[int, tuple[SqlTask, TableImage]] = {}
+        self._task: SqlTask | None = None
+        self._db: EpisodeDatabase | None = None
+        self._checker: Checker | None = None
+        self._done = True
+        self._rounds = 0
+        self._rejections = 0
+
+    def _image(self, task: SqlTask) -> TableImage:
+        cached = self._images.get(id(task))
+        if cached is not None and cached[0] is task:
+            return cached[1]
+        if len(self._images) >= self._MAX_CACHED_IMAGES:
+            self._images.clear()
+        image = build_image(task)
+        self._images[id(task)] = (task, image)  # holding the task keeps its id from being reused
+        return image
+
+    def reset(self, task: SqlTask) -> tuple[Message, ...]:
+        if not isinstance(task, SqlTask):
+            raise TypeError(f"SqlEnv.reset expects an SqlTask (see load_tasks), found {type(task).__name__}")
+        self.close()
+        self._task = task
+        self._db = EpisodeDatabase(self._image(task), self.config.limits)
+        self._checker = None if self.config.checker == "off" else Checker.for_task(task)
+        self._done = False
+        self._rounds = 0
+        self._rejections = 0
+        return (Message(USER, DBBENCH_INSTRUCTIONS), Message(ASSISTANT, INSTRUCTIONS_REPLY), Message(USER, task.prompt))
+
+    def step(self, text: str) -> Step:
+        if self._done:
+            raise RuntimeError("the episode is over (or was never started); call reset(task) first")
+        if not isinstance(text, str):
+            raise TypeError(f"step expects the agent's reply as a string, found {type(text).__name__}")
+        action = _ACTION.search(text)
+        if action and action.group(1) == "Operation" and self._rounds < self.config.max_rounds:
+            block = _SQL_BLOCK.search(text)
+            if block is None:
+                return self._finish(FORMAT_FAILURE, "")
+            return self._operate(block.group(1).strip().replace("\n", " "))
+        final = _FINAL_ANSWER.search(text)
+        answer = final.group(1) if final else ""
+        status = COMPLETED if final else FORMAT_FAILURE
+        if self._rounds >= self.config.max_rounds and not answer:
+            status = ROUND_LIMIT
+        return self._finish(status, answer)
+
+    def _operate(self, sql: str) -> Step:
+        self._rounds += 1
+        parsed = parse_mysql(sql, max_chars=self.config.limits.max_sql_chars)
+        verdict: Verdict | None = self._checker.check_parsed(parsed) if self._checker else None
+        rejected = verdict is not None and not verdict.ok
+        self._rejections += rejected
+        if rejected and self.config.checker == "enforce":
+            observation, error, executed = verdict.reason, None, False
+        else:
+            execution = self._db.run(parsed)
+            observation, error, executed = execution.text, execution.error, True
+        info = {
+            "action": "operation",
+            "sql": sql,
+            "verdict": verdict,
+            "executed": executed,
+            "error": error,
+            "round": self._rounds,
+        }
+        return Step(observation, 0.0, False, info)
+
+    def _finish(self, status: str, answer: str) -> Step:
+        task = self._task
+        if task.is_mutation:
+            try:
+                answer = grading.hash_result_text(grading.mysql_table_hash(self._db.table_rows()))
+            except MysqlError as e:  # the table never existed: DBBench's hash query printed MySQL's error
+                answer = e.text
+            correct = grading.table_state_is_correct(answer, task.answer_md5)
+        else:
+            correct = grading.answer_is_correct(answer, task.label)
+        self.close()
+        info = {
+            "action": "answer",
+            "status": status,
+            "answer": answer,
+            "correct": correct,
+            "task_id": task.task_id,
+            "task_type": task.task_type,
+            "rounds": self._rounds,
+            "checker_rejections": self._rejections,
+        }
+        return Step("", 1.0 if correct else 0.0, True, info)
+
+    def close(self) -> None:
+        """Ends the current episode, if any, and frees its database."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._done = True

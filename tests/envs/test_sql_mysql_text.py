@@ -1,0 +1,43 @@
+"""MySQL's text rules in Python: the collation, LIKE folding, numbers as text and text as numbers."""
+
+import pytest
+
+from cmat_jax.envs.sql import mysql_text
+
+
+def test_collation_ignores_case_and_accents_but_not_trailing_spaces():
+    assert mysql_text.compare("Émile", "EMILE") == 0
+    assert mysql_text.compare("straße", "STRASSE") == 0
+    assert mysql_text.compare("Ærø", "aero") == 0
+    assert mysql_text.compare("a ", "a") > 0  # NO PAD
+    assert mysql_text.compare("a\x01b", "ab") == 0  # control characters carry no weight
+
+
+def test_collation_orders_punctuation_then_digits_then_letters():
+    words = ["b", "_x", "10", "A", "(", "$5", "-", "~", "é", "Z", "1"]
+    ordered = sorted(words, key=mysql_text.collation_key)
+    assert ordered == ["_x", "-", "(", "~", "$5", "1", "10", "A", "b", "é", "Z"]
+
+
+def test_like_fold_keeps_wildcards():
+    assert mysql_text.like_fold("Zoë_%\\") == "zoe_%\\"
+    assert mysql_text.like_fold(None) is None
+    assert mysql_text.like_fold(12) == "12"
+
+
+@pytest.mark.parametrize(
+    "literal, negative, text",
+    [("10", False, "10"), ("007", False, "7"), ("7.400", False, "7.400"), ("0.5", False, "0.5"),
+     ("1.", False, "1"), ("3", True, "-3"), ("0.0", True, "0.0"), ("1e3", False, "1000"), ("1.5e-7", False, "1.5e-7")],
+)  # fmt: skip
+def test_number_literal_text(literal, negative, text):
+    assert mysql_text.number_literal_text(literal, negative) == text
+
+
+def test_numbers_stored_as_text_and_text_read_as_numbers():
+    assert mysql_text.stored_text(6.0) == "6" and mysql_text.stored_text(0.1 + 0.2) == "0.30000000000000004"
+    assert mysql_text.stored_text(12) == "12" and mysql_text.stored_text("x") == "x"
+    assert mysql_text.cell_text(2.0) == "2.0" and mysql_text.cell_text(-1.5) == "-1.5"  # as the client sends it
+    assert mysql_text.number_value(" 12abc") == 12.0 and mysql_text.number_value("1,429") == 1.0
+    assert mysql_text.number_value("abc") == 0.0 and mysql_text.number_value(".5e1") == 5.0
+    assert mysql_text.number_value(7) == 7 and mysql_text.number_value(None) is None

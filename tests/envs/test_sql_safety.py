@@ -1,0 +1,216 @@
+"""Whatever SQL a model writes: no crash, no file touched, bounded time, and the task data intact."""
+
+import hashlib
+import os
+import sqlite3
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cmat_jax.agents.oracle import operation_reply
+from cmat_jax.envs.sql import grading
+from cmat_jax.envs.sql.database import EpisodeDatabase, Limits, build_image
+from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
+from tests.envs.sql_helpers import make_task
+
+TIMEOUT_S = 0.25
+MARGIN_S = 1.25  # generous: parsing, formatting, garbage collection on a loaded 2-core CI machine
+TABLE = {
+    "table_name": "T",
+    "table_info": {
+        "columns": [{"name": "Name"}, {"name": "Score"}, {"name": "City"}],
+        "rows": [[f"name {i}", str(i * 7 % 50), f"city {i % 5}"] for i in range(50)],
+    },
+}
+TASK = make_task("UPDATE", label=["UPDATE T SET City = 'x'"], answer_md5="[(None,)]", table=TABLE)
+EXPECTED_ROWS = sorted(tuple(row) for row in TABLE["table_info"]["rows"])
+
+
+def adversarial_statements(tmp_path):
+    new_db = tmp_path / "attached.db"
+    existing = tmp_path / "existing.db"
+    cross = "FROM T a, T b, T c, T d, T e"
+    never_ending = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c)"
+    return [
+        f"ATTACH DATABASE '{new_db}' AS evil",
+        f"ATTACH '{existing}' AS e",
+        f"ATTACH 'file:{new_db}?mode=rwc' AS evil",
+        "ATTACH 'relative.db' AS evil",
+        "DETACH evil",
+        f"VACUUM INTO '{tmp_path / 'copy.db'}'",
+        "VACUUM",
+        f"SELECT load_extension('{tmp_path / 'evil.so'}')",
+        "SELECT load_extension('libc.so.6', 'system')",
+        "PRAGMA writable_schema = ON",
+        "PRAGMA writable_schema=1; UPDATE sqlite_master SET sql = 'x'",
+        f"PRAGMA temp_store_directory = '{tmp_path}'",
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA hard_heap_limit = 0",
+        "CREATE TABLE copy AS SELECT * FROM T",
+        "CREATE TEMP TABLE scratch (a)",
+        "CREATE VIEW v AS SELECT * FROM T",
+        "CREATE TRIGGER t AFTER INSERT ON T BEGIN DELETE FROM T; END",
+        "CREATE VIRTUAL TABLE v USING fts5(x)",
+        "DROP TABLE T",
+        "ALTER TABLE T RENAME TO U",
+        "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT a",
+        "SELECT * FROM T; DROP TABLE T",
+        f"SELECT 1; ATTACH '{new_db}' AS evil",
+        "SELECT * FROM sqlite_master",
+        "SELECT * FROM pragma_table_info('T')",
+        "SELECT * FROM pragma_database_list",
+        f"SELECT * INTO OUTFILE '{tmp_path / 'out.txt'}' FROM T",
+        f"LOAD DATA INFILE '{existing}' INTO TABLE T",
+        "SELECT LOAD_FILE('/etc/passwd')",
+        f"{never_ending} SELECT COUNT(*) FROM c",
+        f"{never_ending} SELECT x FROM c",
+        f"{never_ending} SELECT x FROM c ORDER BY x DESC",
+        f"{never_ending} SELECT DISTINCT x, hex(zeroblob(250)) FROM c",
+        f"SELECT COUNT(*) {cross}",
+        f"SELECT a.Name {cross} ORDER BY a.Name || b.Name DESC",
+        f"SELECT DISTINCT a.Name || b.Name || c.Name || d.Name {cross}",
+        f"INSERT INTO T SELECT a.* {cross}",
+        "UPDATE T SET Name = (SELECT group_concat(a.Name) FROM T a, T b, T c)",
+        "DELETE FROM T WHERE Name IN (SELECT a.Name FROM T a, T b, T c, T d ORDER BY random())",
+        "SELECT randomblob(1000000000)",
+        "SELECT zeroblob(2147483647)",
+        "SELECT printf('%.*c', 1000000000, 'x')",
+        "SELECT replace(hex(zeroblob(100000)), '0', hex(zeroblob(1000)))",
+        "SELECT '" + "a" * 50_000 + "'",
+        "(" * 3000 + "SELECT 1" + ")" * 3000,
+        "SELECT " + " + ".join(["1"] * 3000),
+        "SELECT CAST(x'ff' AS TEXT)",
+        "SELECT char(55296)",
+        "SELECT abs(-9223372036854775808)",
+        "SELECT 1e999, -1e999, 9223372036854775807 + 1",
+        "SELECT * FROM T WHERE Name LIKE '" + "%a" * 2000 + "'",
+        "SELECT Name REGEXP '(a+)+$' FROM T",
+        "SELECT mysql_fold(x'00'), mysql_text(1e999), mysql_fold(NULL)",
+        "SELECT \x00",
+        "SELECT '\ud800'",
+        "```",
+        "",
+    ]
+
+
+def snapshot(directory):
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                files[path] = (os.stat(path).st_mtime_ns, hashlib.sha256(f.read()).hexdigest())
+    return files
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths in the SQL land here
+    existing = sqlite3.connect(tmp_path / "existing.db")
+    existing.execute("CREATE TABLE kept (a)")
+    existing.execute("INSERT INTO kept VALUES ('untouched')")
+    existing.commit()
+    existing.close()
+    before = snapshot(tmp_path)
+    # report: the Checker analyses every statement and the database still runs it.
+    env = SqlEnv(SqlEnvConfig(checker="report", limits=Limits(timeout_s=TIMEOUT_S)))
+    yield env, tmp_path
+    assert snapshot(tmp_path) == before, "a statement created or changed a file"
+    # A fresh episode still starts from the task's rows: the final-state hash of an untouched table.
+    env.reset(TASK)
+    final = env.step("Action: Answer\nFinal Answer: []")
+    assert final.info["answer"] == grading.hash_result_text(grading.mysql_table_hash(EXPECTED_ROWS))
+    assert sorted(TASK.rows) == EXPECTED_ROWS
+
+
+def run_bounded(env, reply):
+    start = time.monotonic()
+    step = env.step(reply)
+    elapsed = time.monotonic() - start
+    assert elapsed < TIMEOUT_S + MARGIN_S, f"{elapsed:.2f}s for {reply[:120]!r}"
+    assert isinstance(step.observation, str)
+    return step
+
+
+def test_adversarial_statements(sandbox):
+    env, tmp_path = sandbox
+    env.reset(TASK)
+    for statement in adversarial_statements(tmp_path):
+        env.reset(TASK)
+        step = run_bounded(env, operation_reply(statement))
+        assert not step.done
+        assert len(step.observation) <= 800 + len("[TRUNCATED]")
+    # One episode that keeps going after every attack: the connection stays usable.
+    env.reset(TASK)
+    for statement in adversarial_statements(tmp_path)[:14]:
+        run_bounded(env, operation_reply(statement))
+    assert run_bounded(env, operation_reply("SELECT COUNT(*) FROM T")).observation == "[(50,)]"
+
+
+def test_the_authorizer_alone_stops_filesystem_and_schema_access(sandbox):
+    """Raw SQLite text, past the parser and the statement filter: the authorizer and limits must hold."""
+    _, tmp_path = sandbox
+    database = EpisodeDatabase(build_image(TASK), Limits(timeout_s=TIMEOUT_S))
+    denied = [
+        f"ATTACH DATABASE '{tmp_path / 'attached.db'}' AS evil",
+        f"ATTACH '{tmp_path / 'existing.db'}' AS e",
+        "ATTACH 'relative.db' AS evil",
+        f"VACUUM INTO '{tmp_path / 'copy.db'}'",
+        "VACUUM",
+        "PRAGMA writable_schema = ON",
+        "PRAGMA temp_store = FILE",
+        "PRAGMA hard_heap_limit = 0",
+        f"SELECT load_extension('{tmp_path / 'evil.so'}')",
+        "SELECT printf('%.*c', 1000000000, 'x')",
+        "CREATE TABLE copy (a)",
+        "CREATE TEMP TABLE scratch (a)",
+        "CREATE TRIGGER t AFTER INSERT ON T BEGIN DELETE FROM T; END",
+        "DROP TABLE T",
+        "ALTER TABLE T ADD COLUMN z",
+        "BEGIN",
+        "SAVEPOINT a",
+        "SELECT * FROM sqlite_master",
+        "SELECT count(*) FROM sqlite_master",
+        "SELECT * FROM pragma_table_info('T')",
+        "SELECT * FROM pragma_database_list",
+    ]
+    for statement in denied:
+        result = database.run_sqlite(statement)
+        assert result.error == "denied", (statement, result)
+    assert database.run_sqlite("WITH c AS (SELECT 1) SELECT count(*) FROM c", ctes=frozenset({"c"})).text == "[(1,)]"
+    assert database.run_sqlite("DELETE FROM T WHERE Score = '0'").text == "[]"
+    assert database.run_sqlite("SELECT count(*) FROM T").text == "[(49,)]"
+    database.close()
+
+
+SQL_WORDS = [
+    "SELECT", "INSERT", "INTO", "UPDATE", "DELETE", "FROM", "WHERE", "VALUES", "SET", "ORDER BY", "GROUP BY",
+    "HAVING", "LIMIT", "JOIN", "ON", "UNION", "WITH RECURSIVE", "AS", "AND", "OR", "NOT", "LIKE", "IN", "BETWEEN",
+    "IS NULL", "DISTINCT", "COUNT(*)", "SUM(Score)", "MAX(Name)", "ATTACH", "PRAGMA", "DROP", "CREATE", "TABLE",
+    "T", "`T`", "t", "Name", "`Score`", "City", "x", "c", "*", ",", "(", ")", ";", "=", "<", ">", "+", "-", "/",
+    "%", "'a'", "'%e%'", "\"q\"", "1", "0", "-1", "2.5", "1e308", "NULL", "`", "'", "\\", "\n", "x'ff'",
+]  # fmt: skip
+sql_like = st.lists(st.sampled_from(SQL_WORDS), max_size=25).map(" ".join)
+replies = st.one_of(
+    st.text(max_size=200),
+    st.builds(lambda sql: operation_reply(sql), st.one_of(sql_like, st.text(max_size=120))),
+    st.builds(lambda a, b: f"Action: {a}\n{b}", st.sampled_from(["Operation", "Answer", "operation", ""]), st.text()),
+)
+
+
+@settings(
+    max_examples=5000,
+    deadline=None,
+    derandomize=True,  # the same examples on every run
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(reply=replies)
+def test_random_replies(sandbox, reply):
+    env, _ = sandbox
+    env.reset(TASK)
+    step = run_bounded(env, reply)
+    if step.done:
+        assert step.info["status"] in ("completed", "agent_validation_failed")
+        assert step.reward in (0.0, 1.0)
