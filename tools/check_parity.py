@@ -70,11 +70,12 @@ def _candidate_model(path: str):
 
     from cmat_jax.checkpoints.hf import load_hf_model
 
-    if os.path.isfile(os.path.join(path, "config.json")):
-        return load_hf_model(path, dtype=jnp.float32, param_dtype=jnp.float32, attention_impl="xla")
-    from cmat_jax.training.export import load_tuned_model
+    if os.path.isdir(os.path.join(path, "checkpoints")):  # a training workdir
+        from cmat_jax.training.workdir import load_trained_model
 
-    return load_tuned_model(path, param_dtype=jnp.float32, attention_impl="xla")
+        model, _, _ = load_trained_model(path)
+        return model
+    return load_hf_model(path, dtype=jnp.float32, param_dtype=jnp.float32, attention_impl="xla")
 
 
 def _reference_run(model, tokens, mask):

@@ -1,0 +1,41 @@
+"""Supervised LoRA fine-tuning from a config file.
+
+    python -m cmat_jax.train --config configs/sft_tiny.py --config.train.steps=100
+    python -m cmat_jax.train --config configs/sft_qwen2_5_1_5b.py --config.model.hf_dir=/models/Qwen2.5-1.5B-Instruct
+    python -m cmat_jax.train --config configs/sft_tiny.py --config.resume=true   # continue a killed run
+"""
+
+import logging as std_logging
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
+flags.mark_flags_as_required(["config"])
+FLAGS = flags.FLAGS
+
+
+class _OrbaxWarningsOnly(std_logging.Filter):
+    """orbax logs every step of every save at INFO, which buries the progress bar."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.get_absl_handler().addFilter(_OrbaxWarningsOnly())
+    from cmat_jax.training.trainer import Trainer
+
+    trainer = Trainer(FLAGS.config)
+    try:
+        history = trainer.train()
+    finally:
+        trainer.close()
+    if history:
+        logging.info("finished at step %d, loss %.4f; workdir %s", trainer.step, history[-1]["loss"], trainer.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,74 @@
+"""The run configuration: every field the SFT trainer reads, with defaults.
+
+configs/*.py start from `default_config()` and override what they need; any
+field can then be set on the command line (`--config.train.steps=100`).
+"""
+
+from ml_collections import config_dict
+
+
+def default_config() -> config_dict.ConfigDict:
+    """Every field a run reads, with CPU-sized defaults; configs/*.py override what they need."""
+    c = config_dict.ConfigDict()
+    c.workdir = "workdir/sft_tiny"
+    c.seed = 0  # random base init (when model.hf_dir is empty), adapter init, LoRA dropout
+    c.resume = False  # continue from the latest checkpoint in workdir
+
+    c.model = config_dict.ConfigDict()
+    c.model.hf_dir = ""  # a local Hugging Face model directory to tune
+    # Without hf_dir: a random base of the preset's shape, only if random_init is
+    # true (the embedded demo, tests, speed measurements at real shapes).
+    c.model.random_init = False
+    c.model.preset = "tiny"
+    c.model.init_std = 0.02  # weight std of the random base
+    c.model.dtype = "float32"  # compute dtype
+    c.model.param_dtype = "float32"  # storage dtype of the frozen base
+    c.model.remat = "none"  # none | full | dots | dots_no_batch | save_linear
+    c.model.attention_impl = "auto"  # auto | xla | cudnn
+
+    c.lora = config_dict.ConfigDict()
+    c.lora.rank = 16
+    c.lora.alpha = 32.0
+    c.lora.dropout = 0.0
+    c.lora.targets = "q,k,v,o,gate,up,down"  # comma-separated names, or one regex such as "q|v"
+
+    c.mesh = config_dict.ConfigDict()
+    c.mesh.data = 1
+    c.mesh.fsdp = -1  # -1: all remaining devices
+    c.mesh.tensor = 1
+
+    c.data = config_dict.ConfigDict()
+    c.data.tokenizer = ""  # empty: model.hf_dir's tokenizer, or the bundled one
+    c.data.agent = ""  # JSONL file or TFDS directory (tools/build_tfds.py)
+    c.data.general = ""  # empty: agent data only
+    c.data.agent_fraction = 1.0  # share of examples drawn from the agent data
+    c.data.split = "train"  # TFDS split
+    c.data.batch_size = 8
+    c.data.seq_len = 512
+    c.data.mode = "packed"  # packed | bucketed
+    c.data.bucket_lengths = config_dict.placeholder(tuple)  # bucketed mode; None: powers of two
+    c.data.overlong = "truncate"  # truncate | drop
+    c.data.seed = 0
+
+    c.train = config_dict.ConfigDict()
+    c.train.steps = 150
+    c.train.learning_rate = 3e-3
+    c.train.warmup_steps = 10
+    c.train.decay = "cosine"  # cosine | linear | constant
+    c.train.end_lr_ratio = 0.1
+    c.train.weight_decay = 0.0
+    c.train.max_grad_norm = 1.0  # <= 0: no clipping
+    c.train.b1 = 0.9
+    c.train.b2 = 0.999
+    c.train.eps = 1e-8
+    c.train.microbatches = 1  # gradient accumulation: the batch runs in this many parts
+    c.train.loss_chunk_size = 0  # sequence positions per cross-entropy chunk; 0: all at once
+    c.train.adapter_dtype = "float32"  # adapters and their optimizer state
+    c.train.nonfinite = "stop"  # stop | skip: what a non-finite loss or gradient does
+    c.train.log_every = 1
+
+    c.checkpoint = config_dict.ConfigDict()
+    c.checkpoint.every = 50
+    c.checkpoint.keep = 2
+    c.checkpoint.async_save = True
+    return c

@@ -1,0 +1,55 @@
+"""A finished (or running) training workdir -> the tuned model.
+
+The workdir holds the run's config.json and orbax checkpoints of the adapters;
+the base is rebuilt from the config exactly as the trainer built it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import jax
+from flax import nnx
+from ml_collections import config_dict
+
+from cmat_jax import sharding as sharding_lib
+from cmat_jax.models.lora import LoRA
+from cmat_jax.models.transformer import Transformer
+from cmat_jax.training import build
+from cmat_jax.training.checkpoint import Checkpointer
+
+
+def read_run_config(workdir: str) -> config_dict.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist; expected the workdir of a `python -m cmat_jax.train` run")
+    with open(path, encoding="utf-8") as f:
+        return config_dict.ConfigDict(json.load(f))
+
+
+def load_trained_model(workdir: str, *, step: Optional[int] = None, mesh=None
+                       ) -> tuple[Transformer, config_dict.ConfigDict, int]:
+    """(model with the adapters of checkpoint `step` (default: the latest), run config, step)."""
+    config = read_run_config(workdir)
+    mesh = mesh if mesh is not None else sharding_lib.make_mesh(1, -1, 1)
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{workdir} has no checkpoints/ directory; the run saved no checkpoint yet")
+    checkpointer = Checkpointer(directory, every=1, keep=1 << 30, async_save=False)
+    try:
+        steps = checkpointer.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"{directory} holds no checkpoint")
+        step = max(steps) if step is None else step
+        if step not in steps:
+            raise FileNotFoundError(f"{directory} has no checkpoint for step {step}; saved steps: {sorted(steps)}")
+        model = build.build_model(config, mesh)
+        graphdef, lora, frozen = nnx.split(model, LoRA, ...)
+        adapter_dtype = build.dtype_from_name(config.train.adapter_dtype, "train.adapter_dtype")
+        lora = jax.tree.map(lambda x: x.astype(adapter_dtype), lora)
+        lora = checkpointer.restore_adapters(step, lora, sharding_lib.state_shardings(lora, mesh))
+    finally:
+        checkpointer.close()
+    return nnx.merge(graphdef, lora, frozen), config, step

@@ -1,0 +1,73 @@
+"""tools/export_hf.py: the merged export and the PEFT adapter (loaded with peft +
+transformers) give the same logits as cmat_jax itself."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from cmat_jax.data.tokenizer import bundled_tokenizer_dir
+from cmat_jax.training.trainer import Trainer
+from cmat_jax.training.workdir import load_trained_model
+from tests.tiny_hf import make_hf_model, save_hf
+from tests.training.common import tiny_config
+
+peft = pytest.importorskip("peft")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOLERANCE = 1e-4  # logits, float32
+
+
+def _export_tool():
+    spec = importlib.util.spec_from_file_location("export_hf", os.path.join(REPO, "tools", "export_hf.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _torch_logits(model, tokens):
+    with torch.no_grad():
+        return model(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
+
+
+@pytest.mark.parametrize("base", ["hf_dir", "random_init"])
+def test_peft_and_merged_exports_match_cmat_jax(tmp_path, base):
+    overrides = {"data.batch_size": 2, "train.steps": 3, "train.warmup_steps": 0, "train.learning_rate": 2e-2,
+                 "lora.targets": "q|v|o|up|down"}
+    if base == "hf_dir":
+        overrides["model.random_init"] = False
+        overrides["model.hf_dir"] = save_hf(make_hf_model("qwen2_tied_gqa"), str(tmp_path / "hf"))
+        overrides["data.tokenizer"] = str(bundled_tokenizer_dir())
+    config = tiny_config(str(tmp_path / "run"), str(tmp_path / "data"), **overrides)
+    trainer = Trainer(config)
+    trainer.train()
+    trainer.close()
+
+    merged_dir, peft_dir = str(tmp_path / "merged"), str(tmp_path / "adapter")
+    _export_tool().main(["--workdir", config.workdir, "--merged", merged_dir, "--peft", peft_dir])
+    base_dir = config.model.hf_dir or peft_dir + "_base"
+
+    tokens = np.random.default_rng(0).integers(0, 1024, (2, 13)).astype(np.int32)
+    model, _, step = load_trained_model(config.workdir)
+    assert step == 3
+    ours = np.asarray(model(jnp.asarray(tokens))[0])
+    without_adapters = np.asarray(model(jnp.asarray(tokens), use_lora=False)[0])
+    assert np.abs(ours - without_adapters).max() > 100 * TOLERANCE, "training left the adapters without effect"
+
+    merged = transformers.AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
+    base_model = transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    with_adapter = peft.PeftModel.from_pretrained(base_model, peft_dir).eval()
+    merged_logits, peft_logits = _torch_logits(merged, tokens), _torch_logits(with_adapter, tokens)
+    assert np.abs(merged_logits - ours).max() <= TOLERANCE
+    assert np.abs(peft_logits - ours).max() <= TOLERANCE
+    assert np.abs(peft_logits - merged_logits).max() <= TOLERANCE
+
+    # The parity tool accepts a training workdir as its candidate.
+    from tools import check_parity
+
+    assert check_parity.main(["--hf-dir", merged_dir, "--against", config.workdir]) == 0

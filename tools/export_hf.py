@@ -1,0 +1,67 @@
+"""Export a trained run as Hugging Face directories.
+
+    python tools/export_hf.py --workdir workdir/sft_tiny --merged out/merged --peft out/adapter [--step 150]
+
+--merged  a full model with the adapters folded into the weights (config.json,
+          safetensors, tokenizer files): loads with AutoModelForCausalLM.
+--peft    a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)
+          for peft.PeftModel.from_pretrained(base, dir). Its base is the run's
+          model.hf_dir; a run without one (random-init preset) or an original
+          Qwen checkpoint gets its base written in the Qwen2/Llama layout to
+          --peft_base (default: <peft>_base).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cmat_jax.training.build import DTYPES  # noqa: E402
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True, help="the run's workdir (holds config.json and checkpoints/)")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    parser.add_argument("--merged", default=None, help="output directory of the merged model")
+    parser.add_argument("--peft", default=None, help="output directory of the PEFT adapter")
+    parser.add_argument("--peft_base", default=None, help="where to write the adapter's base when the run has none")
+    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES),
+                        help="dtype of the written weights (default: the base's)")
+    args = parser.parse_args(argv)
+    if not args.merged and not args.peft:
+        parser.error("nothing to do: give --merged and/or --peft")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from cmat_jax.checkpoints.hf import save_hf_model, save_peft_adapter
+    from cmat_jax.data.tokenizer import bundled_tokenizer_dir
+    from cmat_jax.models.config import load_hf_config
+    from cmat_jax.training.build import tokenizer_path
+    from cmat_jax.training.workdir import load_trained_model
+
+    model, config, step = load_trained_model(args.workdir, step=args.step)
+    hf_dir = config.model.hf_dir or None
+    # Tokenizer files (and generation_config.json) are copied from here.
+    source_dir = hf_dir or tokenizer_path(config) or str(bundled_tokenizer_dir())
+    dtype = DTYPES[args.dtype] if args.dtype else None
+    if args.merged:
+        save_hf_model(model, args.merged, source_dir=source_dir, dtype=dtype)
+        print(f"step {step}: merged model written to {args.merged}")
+    if args.peft:
+        base_dir = hf_dir
+        if base_dir is None or load_hf_config(base_dir)[1].get("model_type") == "qwen":
+            base_dir = args.peft_base or args.peft.rstrip("/\\") + "_base"
+            save_hf_model(model, base_dir, source_dir=source_dir, dtype=dtype, merge_adapters=False)
+            print(f"adapter base written to {base_dir}")
+        save_peft_adapter(model, args.peft, base_model_dir=base_dir)
+        print(f"step {step}: PEFT adapter written to {args.peft} (base: {base_dir})")
+
+
+if __name__ == "__main__":
+    main()
