@@ -9,7 +9,7 @@ setup(
     "models as SQL agents, with exact Hugging Face parity.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["cmat_jax", "cmat_jax.*"]),
     package_data={"cmat_jax": ["assets/*", "assets/*/*"]},
     install_requires=[

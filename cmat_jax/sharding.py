@@ -10,7 +10,6 @@ divide evenly is replicated instead, so tiny test models run on any mesh.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 from typing import Iterator, Optional, Sequence
 
@@ -41,13 +40,6 @@ DEFAULT_RULES: dict[str, object] = {
     "act_vocab": "tensor",
     "cache_seq": None,
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class MeshConfig:
-    data: int = 1
-    fsdp: int = -1
-    tensor: int = 1
 
 
 def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices: Optional[Sequence] = None) -> Mesh:

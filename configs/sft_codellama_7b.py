@@ -3,9 +3,10 @@
     python -m cmat_jax.train --config configs/sft_codellama_7b.py \
         --config.model.hf_dir=/models/CodeLlama-7b-Instruct-hf --config.data.agent=/data/agent.jsonl
 
-bf16; every layer fully rematerialised; a batch of 16 x 4096 in 8
-microbatches of 2 rows; parameters sharded over all devices (fsdp), so two or
-more GPUs split the 13 GB of frozen weights.
+bf16; the 'save_linear' remat policy; a batch of 16 x 4096 in 8 microbatches
+of 2 rows (measured: 2 x 4096 per microbatch peaks at 37.7 GiB on one H100,
+docs/benchmarks.md); parameters sharded over all devices (fsdp), so two or more
+GPUs split the 13 GB of frozen weights.
 """
 
 from cmat_jax.training.config import default_config
@@ -17,7 +18,7 @@ def get_config():
     c.model.preset = "codellama_7b"  # the shape, for --config.model.random_init=true speed runs
     c.model.dtype = "bfloat16"
     c.model.param_dtype = "bfloat16"
-    c.model.remat = "full"
+    c.model.remat = "save_linear"
     c.lora.rank = 16
     c.lora.alpha = 32.0
     c.lora.dropout = 0.05

@@ -172,39 +172,36 @@ def write_sharded(out_dir: str, tensors: Iterable[tuple[str, np.ndarray]], max_s
     """Writes tensors into `prefix.safetensors`, or into numbered shards plus an
     index when they exceed `max_shard_bytes`. Tensors are consumed lazily and one
     shard's worth is held in memory at a time. Returns the file names written."""
-    shards: list[dict[str, np.ndarray]] = [{}]
-    sizes = [0]
-    written: list[tuple[str, list[str]]] = []
-    total = 0
-    tmp_names: list[str] = []
+    parts: list[tuple[str, list[str]]] = []  # (temporary file name, tensor names)
+    current: dict[str, np.ndarray] = {}
+    current_bytes = total = 0
 
     def flush():
-        name = f"{prefix}.part{len(tmp_names):05d}.safetensors"
-        write_safetensors(os.path.join(out_dir, name), shards[-1])
-        tmp_names.append(name)
-        written.append((name, list(shards[-1])))
-        shards[-1] = {}
-        sizes[-1] = 0
+        name = f"{prefix}.part{len(parts):05d}.safetensors"
+        write_safetensors(os.path.join(out_dir, name), current)
+        parts.append((name, list(current)))
+        current.clear()
 
     for name, arr in tensors:
-        if sizes[-1] and sizes[-1] + arr.nbytes > max_shard_bytes:
+        if current and current_bytes + arr.nbytes > max_shard_bytes:
             flush()
-        shards[-1][name] = arr
-        sizes[-1] += arr.nbytes
+            current_bytes = 0
+        current[name] = arr
+        current_bytes += arr.nbytes
         total += arr.nbytes
-    if shards[-1] or not written:
+    if current or not parts:
         flush()
 
-    if len(written) == 1:
+    # Final names only once every part is complete, so a crash leaves no
+    # half-written model under the names transformers looks for.
+    if len(parts) == 1:
         final = f"{prefix}.safetensors"
-        os.replace(os.path.join(out_dir, written[0][0]), os.path.join(out_dir, final))
+        os.replace(os.path.join(out_dir, parts[0][0]), os.path.join(out_dir, final))
         return [final]
-    n = len(written)
-    weight_map = {}
-    finals = []
-    for i, (tmp_name, names) in enumerate(written):
-        final = f"{prefix}-{i + 1:05d}-of-{n:05d}.safetensors"
-        os.replace(os.path.join(out_dir, tmp_name), os.path.join(out_dir, final))
+    weight_map, finals = {}, []
+    for i, (part_name, names) in enumerate(parts):
+        final = f"{prefix}-{i + 1:05d}-of-{len(parts):05d}.safetensors"
+        os.replace(os.path.join(out_dir, part_name), os.path.join(out_dir, final))
         finals.append(final)
         weight_map.update({t: final for t in names})
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
