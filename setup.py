@@ -24,6 +24,7 @@ setup(
         "sqlglot>=26",
         "ml-collections>=1.0",
         "tensorboardX>=2.6",
+        "jinja2",  # chat templates (transformers does not require it)
         "tqdm",
         "numpy",
     ],

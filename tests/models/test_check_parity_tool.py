@@ -27,10 +27,11 @@ def test_passes_on_every_family(dirs, capsys):
         assert capsys.readouterr().out.strip().splitlines()[-1].startswith("max abs logit diff")
 
 
-def test_passes_against_an_export(dirs, tmp_path):
+def test_passes_against_an_export_including_greedy_tokens(dirs, tmp_path, capsys):
     src = dirs["llama_gqa_linear_rope"]
     save_hf_model(load_hf_model(src), str(tmp_path), source_dir=src)
-    assert check_parity.main(["--hf-dir", src, "--against", str(tmp_path)]) == 0
+    assert check_parity.main(["--hf-dir", src, "--against", str(tmp_path), "--generate", "5"]) == 0
+    assert capsys.readouterr().out.count("5 greedy tokens identical") == 3
 
 
 def test_fails_on_a_perturbed_copy_naming_the_layer(dirs, tmp_path, capsys):
