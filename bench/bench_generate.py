@@ -47,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="warm calls timed per measurement (median)")
     p.add_argument("--copy-mib", type=int, default=0,
                    help="size of the bandwidth probe; 0 = 1024 MiB on accelerators, 64 MiB on CPU")
+    p.add_argument("--unroll-decode-layers", action="store_true",
+                   help="decode with the layer loop unrolled over static weight slices (SamplerConfig)")
     p.add_argument("--no-peer", action="store_true", help="skip the transformers peer")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)  # child mode: run transformers
@@ -106,7 +108,8 @@ def run_jax(args) -> dict:
     model = nnx.merge(graphdef, jax.jit(lambda: nnx.state(make()))())
     # Exact buckets: no padding, so both sides do the same work.
     sampler = Sampler(model, SamplerConfig(batch_buckets=(args.batch,), prompt_buckets=(args.prompt_len,),
-                                           new_token_buckets=(args.new_tokens,)))
+                                           new_token_buckets=(args.new_tokens,),
+                                           unroll_decode_layers=args.unroll_decode_layers))
     prompts = random_prompts(args, cfg.vocab_size).tolist()
 
     def generate(n):

@@ -98,6 +98,14 @@ def test_greedy_matches_transformers(hf_sampler):
     assert all(len(set(row)) > 2 for row in ours.token_ids), "degenerate reference: too few distinct tokens"
 
 
+def test_unrolled_decode_layers_match_transformers(hf_pair):
+    hf_model, path = hf_pair
+    sampler = Sampler(load_hf_model(path, attention_impl="xla"), SamplerConfig(unroll_decode_layers=True))
+    prompts = make_prompts(hf_model.config.vocab_size, seed=3)
+    ours = sampler.generate(prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
+    assert ours.token_ids == hf_greedy(hf_model, prompts, NEW_TOKENS)
+
+
 def test_greedy_eos_matches_transformers(hf_sampler):
     hf_model, sampler = hf_sampler
     prompts = make_prompts(hf_model.config.vocab_size)

