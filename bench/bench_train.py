@@ -57,6 +57,7 @@ def run_ours(args) -> dict:
     c.model.dtype = c.model.param_dtype = "bfloat16"
     c.model.remat = args.remat
     c.lora.rank, c.lora.alpha = 16, 32.0
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = args.data, args.fsdp, args.tensor
     mesh = build.make_mesh(c.mesh)
     model = build.build_model(c, mesh)
     cfg = model.cfg
@@ -99,6 +100,9 @@ def main() -> None:
     parser.add_argument("--remat", default="save_linear")
     parser.add_argument("--loss-chunk", type=int, default=256)
     parser.add_argument("--microbatches", type=int, default=1)
+    parser.add_argument("--data", type=int, default=1, help="mesh size of the data axis")
+    parser.add_argument("--fsdp", type=int, default=-1, help="mesh size of the fsdp axis (-1: the rest)")
+    parser.add_argument("--tensor", type=int, default=1, help="mesh size of the tensor axis")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--no-peer", action="store_true", help="measure cmat_jax only")
@@ -120,7 +124,8 @@ def main() -> None:
                   "--warmup", str(args.warmup), "--steps", str(args.steps)]
         ours = run_json([sys.executable, os.path.join(REPO, "bench", "bench_train.py"), "--side", "ours",
                          "--remat", args.remat, "--loss-chunk", str(args.loss_chunk),
-                         "--microbatches", str(args.microbatches)] + common)
+                         "--microbatches", str(args.microbatches), "--data", str(args.data),
+                         "--fsdp", str(args.fsdp), "--tensor", str(args.tensor)] + common)
         peer = {} if args.no_peer else run_json(
             [sys.executable, os.path.join(REPO, "bench", "peer_torch.py"), "train"] + common)
         results.append({"preset": name, "ours": ours, "peer": peer})
@@ -143,7 +148,8 @@ def main() -> None:
     print(f"device ceilings (JAX, same run): {json.dumps(ceilings)}")
     print(f"cmat_jax: {json.dumps({k: results[0]['ours'].get(k) for k in ('jax', 'flax', 'device')})}  "
           f"peer: {json.dumps({k: results[0]['peer'].get(k) for k in ('torch', 'transformers', 'peft')})}")
-    print(f"remat={args.remat} loss_chunk={args.loss_chunk} microbatches={args.microbatches}")
+    print(f"remat={args.remat} loss_chunk={args.loss_chunk} microbatches={args.microbatches} "
+          f"mesh data={args.data} fsdp={args.fsdp} tensor={args.tensor}")
     print_table(["shape", "batch", "cmat_jax tok/s", "peer tok/s", "ratio", "cmat_jax MFU", "peak GiB ours / peer",
                  "compile s", "peer first step s"], rows)
     if args.json_out:
