@@ -15,6 +15,7 @@ from typing import Iterator, Optional, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -62,13 +63,9 @@ def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices: Optional[
             f"mesh sizes {dict(zip(MESH_AXES, sizes))} need {math.prod(sizes)} devices, "
             f"but {len(devices)} are available; set one size to -1 to fill the rest"
         )
-    if jax.process_count() > 1 or len(devices) == len(jax.devices()):
-        try:
-            from jax.experimental import mesh_utils
-
-            grid = mesh_utils.create_device_mesh(sizes, devices=devices)
-        except Exception:  # non-TPU topologies without a known layout
-            grid = np.asarray(devices).reshape(sizes)
+    if len(devices) == len(jax.devices()):
+        # All devices: let JAX order them by the physical topology (TPU slices, multi-host).
+        grid = mesh_utils.create_device_mesh(sizes, devices=devices)
     else:
         grid = np.asarray(devices).reshape(sizes)
     return Mesh(grid, MESH_AXES)

@@ -10,29 +10,11 @@ of 4 rows, each layer rematerialised except its attention/MLP outputs, and the
 parameters over all devices (fsdp); on a pod slice set mesh.data as well.
 """
 
-from cmat_jax.training.config import default_config
+from cmat_jax.training.config import tinyagent_config
 
 
 def get_config():
-    c = default_config()
-    c.workdir = "workdir/sft_qwen2_5_1_5b"
-    c.model.preset = "qwen2_5_1_5b"  # the shape, for --config.model.random_init=true speed runs
-    c.model.dtype = "bfloat16"
-    c.model.param_dtype = "bfloat16"
-    c.model.remat = "save_linear"
-    c.lora.rank = 16
-    c.lora.alpha = 32.0
-    c.lora.dropout = 0.05
-    c.data.agent_fraction = 0.2  # AgentTuning's share of agent data in the mixture
-    c.data.batch_size = 16
-    c.data.seq_len = 4096
+    c = tinyagent_config("qwen2_5_1_5b")
     c.train.microbatches = 4
     c.train.loss_chunk_size = 512
-    c.train.steps = 2000
-    c.train.learning_rate = 2e-4
-    c.train.warmup_steps = 50
-    c.train.weight_decay = 0.01
-    c.train.log_every = 10
-    c.checkpoint.every = 200
-    c.checkpoint.keep = 3
     return c

@@ -64,7 +64,7 @@ class LoRAConfig:
 
 
 def lora_delta(a: jax.Array, b: jax.Array, scale: float) -> jax.Array:
-    """The dense update A @ B * scale that merging adds to a kernel (float32)."""
+    """The dense update A @ B * scale that merging adds to a kernel (float32); batched over leading axes."""
     return jnp.matmul(a.astype(jnp.float32), b.astype(jnp.float32)) * scale
 
 
@@ -79,9 +79,8 @@ def merge_lora(model: nnx.Module) -> None:
     for _, module in nnx.iter_graph(model):
         if isinstance(module, Linear) and module.lora_a is not None:
             kernel = module.kernel[...]
-            delta = jax.vmap(lora_delta, in_axes=(0, 0, None))(
-                module.lora_a[...], module.lora_b[...], module.lora_scale
-            ) if kernel.ndim == 3 else lora_delta(module.lora_a[...], module.lora_b[...], module.lora_scale)
+            # matmul batches over the leading layer axis of stacked adapters
+            delta = lora_delta(module.lora_a[...], module.lora_b[...], module.lora_scale)
             module.kernel.set_value((kernel.astype(jnp.float32) + delta).astype(kernel.dtype))
             module.lora_a = None
             module.lora_b = None

@@ -72,3 +72,32 @@ def default_config() -> config_dict.ConfigDict:
     c.checkpoint.keep = 2
     c.checkpoint.async_save = True
     return c
+
+
+def tinyagent_config(preset: str) -> config_dict.ConfigDict:
+    """The shared recipe of the real-model configs (configs/sft_<preset>.py).
+
+    bf16, 'save_linear' remat, LoRA rank 16 on every projection, a mixture with
+    AgentTuning's 0.2 share of agent data, 16 x 4096-token batches; each config
+    then sets what differs by model (microbatches, loss chunk, ...).
+    """
+    c = default_config()
+    c.workdir = f"workdir/sft_{preset}"
+    c.model.preset = preset  # the shape, for --config.model.random_init=true speed runs
+    c.model.dtype = "bfloat16"
+    c.model.param_dtype = "bfloat16"
+    c.model.remat = "save_linear"
+    c.lora.rank = 16
+    c.lora.alpha = 32.0
+    c.lora.dropout = 0.05
+    c.data.agent_fraction = 0.2
+    c.data.batch_size = 16
+    c.data.seq_len = 4096
+    c.train.steps = 2000
+    c.train.learning_rate = 2e-4
+    c.train.warmup_steps = 50
+    c.train.weight_decay = 0.01
+    c.train.log_every = 10
+    c.checkpoint.every = 200
+    c.checkpoint.keep = 3
+    return c
