@@ -49,7 +49,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="size of the bandwidth probe; 0 = 1024 MiB on accelerators, 64 MiB on CPU")
     p.add_argument("--unroll-decode-layers", action="store_true",
                    help="decode with the layer loop unrolled over static weight slices (SamplerConfig)")
+    p.add_argument("--xla-default-decode", action="store_true",
+                   help="compile the decode loop with XLA's default options, not the sampler's GPU decode options")
+    p.add_argument("--decode-xla-option", action="append", default=[], metavar="NAME=VALUE",
+                   help="an XLA compile option of the decode loop, added to the sampler's (repeatable)")
     p.add_argument("--no-peer", action="store_true", help="skip the transformers peer")
+    p.add_argument("--profile", help="trace one warm cmat_jax generate call into this directory "
+                   "(summarise with bench/trace_summary.py DIR --steps NEW_TOKENS)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)  # child mode: run transformers
     args = p.parse_args(argv)
@@ -58,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.new_tokens < 2:
         p.error("--new-tokens must be >= 2 so that decode steps can be timed apart from prefill")
+    if bad := [o for o in args.decode_xla_option if "=" not in o]:
+        p.error(f"--decode-xla-option wants NAME=VALUE, got {bad}")
     return args
 
 
@@ -87,6 +95,20 @@ def summarize(args, first_s: float, total_s: float, prefill_s: float) -> dict:
 # -- cmat_jax -------------------------------------------------------------------
 
 
+def decode_xla_options(args) -> dict | None:
+    """The SamplerConfig.decode_xla_options that the flags ask for (None = the sampler's own)."""
+    import jax
+
+    from cmat_jax.sampling.sampler import GPU_DECODE_XLA_OPTIONS
+
+    if not args.decode_xla_option:
+        return {} if args.xla_default_decode else None
+    on_gpu = jax.default_backend() == "gpu"
+    options = {} if args.xla_default_decode or not on_gpu else dict(GPU_DECODE_XLA_OPTIONS)
+    options.update(o.split("=", 1) for o in args.decode_xla_option)
+    return options
+
+
 def run_jax(args) -> dict:
     import jax
     import jax.numpy as jnp
@@ -109,7 +131,8 @@ def run_jax(args) -> dict:
     # Exact buckets: no padding, so both sides do the same work.
     sampler = Sampler(model, SamplerConfig(batch_buckets=(args.batch,), prompt_buckets=(args.prompt_len,),
                                            new_token_buckets=(args.new_tokens,),
-                                           unroll_decode_layers=args.unroll_decode_layers))
+                                           unroll_decode_layers=args.unroll_decode_layers,
+                                           decode_xla_options=decode_xla_options(args)))
     prompts = random_prompts(args, cfg.vocab_size).tolist()
 
     def generate(n):
@@ -123,6 +146,10 @@ def run_jax(args) -> dict:
     generate(1)  # same programs (the buckets are fixed); warms the one-token path
     total_s = timed(lambda: generate(args.new_tokens), args.repeats)
     prefill_s = timed(lambda: generate(1), args.repeats)
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+        with jax.profiler.trace(args.profile):
+            generate(args.new_tokens)
     out = summarize(args, first_s, total_s, prefill_s)
     out["programs_compiled"] = sampler.num_compiles
     out["device"] = str(jax.devices()[0].device_kind)

@@ -18,6 +18,7 @@ from cmat_jax.models.config import preset
 from cmat_jax.models.lora import LoRA, LoRAConfig, merge_lora
 from cmat_jax.models.transformer import Transformer
 from cmat_jax.sampling import Sampler, SamplerConfig, SamplingParams, greedy_generate, policy_log_probs
+from cmat_jax.sampling.sampler import GPU_DECODE_XLA_OPTIONS
 from tests import tiny_hf
 
 ATOL = 1e-4  # float32 log-probabilities; fixed, never loosened
@@ -104,6 +105,23 @@ def test_unrolled_decode_layers_match_transformers(hf_pair):
     prompts = make_prompts(hf_model.config.vocab_size, seed=3)
     ours = sampler.generate(prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
     assert ours.token_ids == hf_greedy(hf_model, prompts, NEW_TOKENS)
+
+
+def test_gpu_decode_xla_options_match_transformers(hf_pair):
+    """The GPU decode options are valid compile options here and change no token."""
+    hf_model, path = hf_pair
+    config = SamplerConfig(decode_xla_options=GPU_DECODE_XLA_OPTIONS)
+    sampler = Sampler(load_hf_model(path, attention_impl="xla"), config)
+    assert sampler._decode_xla_options() == GPU_DECODE_XLA_OPTIONS
+    prompts = make_prompts(hf_model.config.vocab_size, seed=4)
+    ours = sampler.generate(prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
+    assert ours.token_ids == hf_greedy(hf_model, prompts, NEW_TOKENS)
+
+
+def test_decode_xla_options_default_per_platform(tiny_model):
+    on_gpu = jax.default_backend() == "gpu"
+    assert Sampler(tiny_model)._decode_xla_options() == (GPU_DECODE_XLA_OPTIONS if on_gpu else None)
+    assert Sampler(tiny_model, SamplerConfig(decode_xla_options={}))._decode_xla_options() is None
 
 
 def test_greedy_eos_matches_transformers(hf_sampler):

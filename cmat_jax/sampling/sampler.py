@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,20 @@ from cmat_jax.sharding import activation_sharding, constrain, state_shardings
 RUNNING, EOS, LENGTH, STOPPED = 0, 1, 2, 3
 FINISH_NAMES = {EOS: "eos", LENGTH: "length", STOPPED: "stop"}
 CACHE_AXES = ("layers", "batch", "cache_seq", "act_kv_heads", None)
+
+# XLA options of the decode program on GPU. A decode step reads every weight
+# once, so any copy of the weights costs as much as the matmul that reads them
+# (measured in docs/benchmarks.md, CodeLlama-7B batch 32: 20.0 -> 10.9 ms/step):
+#  - Triton GEMM fusions cannot read a layer's slice of the stacked weights in
+#    place, so the layer scan copied every weight out of the stack each step;
+#    cuBLAS with dynamic-slice fusion reads the slice where it lies.
+#  - The dot merger joins GEMMs that share an input (k and v) by concatenating
+#    their weights: another copy per step.
+GPU_DECODE_XLA_OPTIONS = {
+    "xla_gpu_enable_triton_gemm": False,
+    "xla_gpu_enable_dynamic_slice_fusion": True,
+    "xla_disable_hlo_passes": "dot-merger",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +70,13 @@ class SamplerConfig:
     cache_dtype: Optional[jnp.dtype] = None  # default: the model's compute dtype
     use_lora: bool = True  # False samples the frozen base (the reference policy)
     # Decode steps run the layers as an unrolled loop over static weight slices
-    # instead of a scan (see Transformer.hidden_states): a faster step for large
-    # models, a longer compile.
+    # instead of a scan (see Transformer.hidden_states). Measured on one H100
+    # (docs/benchmarks.md): 10-45% faster steps, ~6 s longer decode compile, and
+    # more device memory (CodeLlama-7B at batch 128 fits scanned, not unrolled).
     unroll_decode_layers: bool = False
+    # XLA compiler options of the decode program; None = GPU_DECODE_XLA_OPTIONS
+    # on GPU and none elsewhere, {} = XLA's defaults everywhere.
+    decode_xla_options: Optional[Mapping[str, Any]] = None
     pad_id: int = 0
 
     def __post_init__(self):
@@ -414,8 +432,15 @@ class Sampler:
         return _Programs(
             graphdef=graphdef,
             prefill=jax.jit(prefill, static_argnames=("cache_size", "new_bucket", "mode")),
-            decode=jax.jit(decode, static_argnames=("mode",), donate_argnames=("ds",)),
+            decode=jax.jit(decode, static_argnames=("mode",), donate_argnames=("ds",),
+                           compiler_options=self._decode_xla_options()),
         )
+
+    def _decode_xla_options(self) -> Optional[dict]:
+        if self.config.decode_xla_options is not None:
+            return dict(self.config.decode_xla_options) or None
+        platform = self.mesh.devices.flat[0].platform if self.mesh is not None else jax.default_backend()
+        return dict(GPU_DECODE_XLA_OPTIONS) if platform == "gpu" else None
 
 
 def _find_stops(tokens_bn, done_b, length_b, reason_b, step, rows, checked, stop_at, stops,
