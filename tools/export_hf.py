@@ -47,17 +47,17 @@ def main(argv=None) -> None:
 
     model, config, step = load_trained_model(args.workdir, step=args.step)
     hf_dir = config.model.hf_dir or None
-    # Tokenizer files (and generation_config.json) are copied from here.
-    source_dir = hf_dir or tokenizer_path(config) or str(bundled_tokenizer_dir())
+    # The tokenizer the run trained with; generation_config.json comes from the base.
+    files = dict(source_dir=hf_dir, tokenizer_dir=tokenizer_path(config) or str(bundled_tokenizer_dir()))
     dtype = DTYPES[args.dtype] if args.dtype else None
     if args.merged:
-        save_hf_model(model, args.merged, source_dir=source_dir, dtype=dtype)
+        save_hf_model(model, args.merged, dtype=dtype, **files)
         print(f"step {step}: merged model written to {args.merged}")
     if args.peft:
         base_dir = hf_dir
         if base_dir is None or load_hf_config(base_dir)[1].get("model_type") == "qwen":
             base_dir = args.peft_base or args.peft.rstrip("/\\") + "_base"
-            save_hf_model(model, base_dir, source_dir=source_dir, dtype=dtype, merge_adapters=False)
+            save_hf_model(model, base_dir, dtype=dtype, merge_adapters=False, **files)
             print(f"adapter base written to {base_dir}")
         save_peft_adapter(model, args.peft, base_model_dir=base_dir)
         print(f"step {step}: PEFT adapter written to {args.peft} (base: {base_dir})")

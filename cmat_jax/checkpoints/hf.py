@@ -284,18 +284,20 @@ def _write_json(path: str, obj: dict) -> None:
 
 
 def save_hf_model(model: Transformer, out_dir: str, *, source_dir: Optional[str] = None, dtype=None,
-                  max_shard_bytes: int = 5 * 2**30, merge_adapters: bool = True) -> None:
+                  max_shard_bytes: int = 5 * 2**30, merge_adapters: bool = True,
+                  tokenizer_dir: Optional[str] = None) -> None:
     """Writes `model` as a Hugging Face directory that transformers loads.
 
     Adapters are merged into the kernels (in float32, then cast). `dtype`
-    defaults to the parameters' dtype. Tokenizer files and generation_config.json
-    are copied from `source_dir` when given.
+    defaults to the parameters' dtype. generation_config.json is copied from
+    `source_dir` when given, tokenizer files from `tokenizer_dir` (default:
+    `source_dir`).
     """
     dtype = np.dtype(dtype or model.embed.table[...].dtype)
     os.makedirs(out_dir, exist_ok=True)
     write_sharded(out_dir, _export_tensors(model, dtype, merge_adapters), max_shard_bytes)
     _write_json(os.path.join(out_dir, "config.json"), to_hf_config(model.cfg, _torch_dtype_name(dtype)))
-    _copy_tokenizer_files(source_dir, out_dir)
+    _copy_tokenizer_files(tokenizer_dir or source_dir, out_dir)
     gen_src = os.path.join(source_dir, "generation_config.json") if source_dir else None
     if gen_src and os.path.isfile(gen_src):
         shutil.copy2(gen_src, os.path.join(out_dir, "generation_config.json"))

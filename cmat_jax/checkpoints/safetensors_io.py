@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from typing import Iterable, Mapping
 
@@ -34,6 +35,21 @@ class CheckpointError(ValueError):
     """A checkpoint file that is missing, malformed or does not fit the model."""
 
 
+def _check_header(path: str, header) -> None:
+    """A header is {name: {dtype, shape, data_offsets}} plus optional __metadata__."""
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is not a safetensors file: its header is a {type(header).__name__}, "
+                              "not a JSON object")
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and isinstance(entry.get("shape"), list)
+                and isinstance(entry.get("dtype"), str)):
+            raise CheckpointError(f"{path} has a corrupt safetensors header: tensor {name!r} needs dtype, shape "
+                                  f"and data_offsets [begin, end], found {entry!r}")
+
+
 class SafetensorsFile:
     """Lazy view of one .safetensors file: `names`, `shape(name)`, `read(name)`."""
 
@@ -54,6 +70,7 @@ class SafetensorsFile:
                 header = json.loads(f.read(header_len))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise CheckpointError(f"{path} has a corrupt safetensors header: {e}") from None
+        _check_header(path, header)
         self.metadata = header.pop("__metadata__", None) or {}
         self._entries = header
         self._data_start = 8 + header_len
@@ -193,7 +210,11 @@ def write_sharded(out_dir: str, tensors: Iterable[tuple[str, np.ndarray]], max_s
         flush()
 
     # Final names only once every part is complete, so a crash leaves no
-    # half-written model under the names transformers looks for.
+    # half-written model under the names transformers looks for. Weights of an
+    # earlier export to this directory go first: loaders prefer a lone
+    # `model.safetensors` (transformers) or an index (SafetensorsDir) over the
+    # other form, and would read stale weights.
+    _remove_earlier_weights(out_dir, prefix)
     if len(parts) == 1:
         final = f"{prefix}.safetensors"
         os.replace(os.path.join(out_dir, parts[0][0]), os.path.join(out_dir, final))
@@ -205,6 +226,15 @@ def write_sharded(out_dir: str, tensors: Iterable[tuple[str, np.ndarray]], max_s
         finals.append(final)
         weight_map.update({t: final for t in names})
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    with open(os.path.join(out_dir, f"{prefix}.safetensors.index.json"), "w", encoding="utf-8") as f:
+    index_path = os.path.join(out_dir, f"{prefix}.safetensors.index.json")
+    with open(index_path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(index, f, indent=2, sort_keys=True)
+    os.replace(index_path + ".tmp", index_path)
     return finals
+
+
+def _remove_earlier_weights(out_dir: str, prefix: str) -> None:
+    shard = re.compile(re.escape(prefix) + r"-\d{5}-of-\d{5}\.safetensors")
+    for name in os.listdir(out_dir):
+        if name in (f"{prefix}.safetensors", f"{prefix}.safetensors.index.json") or shard.fullmatch(name):
+            os.remove(os.path.join(out_dir, name))

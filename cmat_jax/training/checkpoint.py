@@ -35,7 +35,13 @@ class Checkpointer:
         if keep <= 0:
             raise ValueError(f"checkpoint.keep must be positive, found {keep}")
         self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=keep,
+        # Orbax's default policy also saves the first step of a run; only the
+        # interval (and preemption notices) should decide.
+        policy = ocp.checkpoint_managers.AnySavePolicy([
+            ocp.checkpoint_managers.FixedIntervalPolicy(every),
+            ocp.checkpoint_managers.PreemptionCheckpointingPolicy(),
+        ])
+        options = ocp.CheckpointManagerOptions(save_decision_policy=policy, max_to_keep=keep,
                                                enable_async_checkpointing=async_save, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 

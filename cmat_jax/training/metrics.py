@@ -8,6 +8,8 @@ import math
 import os
 from typing import Mapping
 
+from absl import logging
+
 
 def truncate_metrics_after(path: str, step: int) -> None:
     """Drops records past `step`: a resumed run rewrites the steps its killed predecessor logged
@@ -16,9 +18,20 @@ def truncate_metrics_after(path: str, step: int) -> None:
         return
     kept = []
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip() and json.loads(line).get("step", 0) <= step:
-                kept.append(line if line.endswith("\n") else line + "\n")
+        lines = f.readlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):  # the killed run stopped mid-write: drop the partial record
+                logging.warning("dropping the partial last line of %s", path)
+                continue
+            raise ValueError(f"{path} line {number} is not JSON ({line[:80]!r}); fix or delete that line "
+                             "to resume") from None
+        if record.get("step", 0) <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(kept)

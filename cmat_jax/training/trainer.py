@@ -34,7 +34,8 @@ from cmat_jax.training.optimizer import make_optimizer, make_schedule
 from cmat_jax.training.step import BATCH_KEYS, make_train_step
 
 NONFINITE_MODES = ("stop", "skip")
-# Settings a resumed run may change without changing the data order or the math of a step.
+# Settings a resumed run may change without changing the data order or the math of a step
+# (train.steps only where the schedule allows it: see steps_change).
 RESUMABLE_CHANGES = ("train.steps", "train.log_every", "resume", "workdir", "mesh", "checkpoint")
 
 
@@ -51,6 +52,16 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             out[name] = value
     return out
+
+
+def steps_change(saved_train: dict, train: dict) -> list[str]:
+    """A change of train.steps that would change the learning rate of the remaining steps."""
+    old, new = saved_train.get("steps"), train.get("steps")
+    if old == new or (train.get("decay") == "constant" and train.get("warmup_steps", 0) <= min(old, new)):
+        return []
+    return [f"train.steps: saved {old!r}, now {new!r} (the {train.get('decay')!r} schedule spans train.steps, so "
+            "every remaining learning rate would change; only a train.decay='constant' run past its warmup can "
+            "change its length)"]
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
@@ -158,7 +169,8 @@ class Trainer:
         config_path = os.path.join(self.workdir, "config.json")
         if os.path.isfile(config_path):
             with open(config_path, encoding="utf-8") as f:
-                diffs = config_differences(json.load(f), json.loads(self.config.to_json()))
+                saved, current = json.load(f), json.loads(self.config.to_json())
+            diffs = config_differences(saved, current) + steps_change(saved["train"], current["train"])
             if diffs:
                 raise ValueError(
                     f"cannot resume {self.workdir}: its run used other settings, so the data order or the "

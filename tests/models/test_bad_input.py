@@ -3,12 +3,14 @@
 import json
 import os
 import shutil
+import struct
 
+import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
 from cmat_jax.checkpoints.hf import load_hf_model
-from cmat_jax.checkpoints.safetensors_io import CheckpointError
+from cmat_jax.checkpoints.safetensors_io import CheckpointError, SafetensorsDir, write_sharded
 from cmat_jax.models.config import ConfigError, from_hf_config, preset
 from tests import tiny_hf
 
@@ -66,6 +68,28 @@ def test_truncated_safetensors(copy):
     path.write_bytes(data[: len(data) - 1000])
     with pytest.raises(CheckpointError, match=r"model\.safetensors is truncated"):
         load_hf_model(str(copy))
+
+
+@pytest.mark.parametrize("header, message", [
+    ([1, 2], "its header is a list"),
+    ({"w": {"dtype": "F32", "shape": [1]}}, "tensor 'w' needs dtype, shape and data_offsets"),
+])
+def test_malformed_safetensors_header(copy, header, message):
+    blob = json.dumps(header).encode()
+    (copy / "model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob)
+    with pytest.raises(CheckpointError, match=message):
+        load_hf_model(str(copy))
+
+
+def test_a_new_export_replaces_the_weights_of_an_earlier_one(tmp_path):
+    ones, twos = np.ones((4, 4), np.float32), np.full((4, 4), 2.0, np.float32)
+    write_sharded(str(tmp_path), [("a", ones), ("b", ones)], max_shard_bytes=64)  # two shards + index
+    assert write_sharded(str(tmp_path), [("a", twos), ("b", twos)], max_shard_bytes=1 << 20) == ["model.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
+    np.testing.assert_array_equal(SafetensorsDir(str(tmp_path)).read("a"), twos)
+    write_sharded(str(tmp_path), [("a", ones), ("b", ones)], max_shard_bytes=64)  # and back to shards
+    assert "model.safetensors" not in os.listdir(tmp_path)
+    np.testing.assert_array_equal(SafetensorsDir(str(tmp_path)).read("b"), ones)
 
 
 def test_unexpected_tensors_mean_config_and_weights_disagree(copy):

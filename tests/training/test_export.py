@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from cmat_jax.data.tokenizer import bundled_tokenizer_dir
+from cmat_jax.data.tokenizer import bundled_tokenizer_dir, load_tokenizer
 from cmat_jax.training.trainer import Trainer
 from cmat_jax.training.workdir import load_trained_model
 from tests.tiny_hf import make_hf_model, save_hf
@@ -58,6 +58,10 @@ def test_peft_and_merged_exports_match_cmat_jax(tmp_path, base):
     ours = np.asarray(model(jnp.asarray(tokens))[0])
     without_adapters = np.asarray(model(jnp.asarray(tokens), use_lora=False)[0])
     assert np.abs(ours - without_adapters).max() > 100 * TOLERANCE, "training left the adapters without effect"
+
+    # The merged model ships the tokenizer the run trained with (the bundled one here).
+    exported = transformers.AutoTokenizer.from_pretrained(merged_dir, local_files_only=True)
+    assert exported.get_vocab() == load_tokenizer(str(bundled_tokenizer_dir())).get_vocab()
 
     merged = transformers.AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
     base_model = transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cmat_jax.training.trainer import NonFiniteError, Trainer
+from cmat_jax.training.metrics import truncate_metrics_after
+from cmat_jax.training.trainer import NonFiniteError, Trainer, steps_change
 from tests.training.common import KilledAt, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,6 +29,7 @@ def test_kill_and_resume_gives_the_same_losses(tmp_path):
     full = Trainer(tiny_config(str(tmp_path / "full"), data))
     expected = [h["loss"] for h in full.train()]
     full.close()
+    assert full.checkpointer.all_steps() == [2, 4, 6]  # every 2 steps, not also the first
 
     workdir = str(tmp_path / "killed")
     killed = Trainer(tiny_config(workdir, data))
@@ -41,6 +43,8 @@ def test_kill_and_resume_gives_the_same_losses(tmp_path):
         Trainer(tiny_config(workdir, data))
     with pytest.raises(ValueError, match="train.learning_rate"):
         Trainer(tiny_config(workdir, data, **{"resume": True, "train.learning_rate": 5e-3}))
+    with pytest.raises(ValueError, match="train.steps: saved 6, now 12"):  # the cosine decay would stretch
+        Trainer(tiny_config(workdir, data, **{"resume": True, "train.steps": 12}))
 
     resumed = Trainer(tiny_config(workdir, data, resume=True))
     assert resumed.step == 4
@@ -52,6 +56,25 @@ def test_kill_and_resume_gives_the_same_losses(tmp_path):
     assert [m["loss"] for m in logged] == [m["loss"] for m in _metrics(str(tmp_path / "full"))]
     for key in ("loss", "learning_rate", "grad_norm", "tokens_per_s"):
         assert all(isinstance(m[key], float) for m in logged), key
+
+
+def test_train_steps_may_change_on_resume_only_where_the_schedule_allows():
+    cosine = {"steps": 6, "decay": "cosine", "warmup_steps": 2}
+    assert steps_change(cosine, cosine) == []
+    assert "train.steps: saved 6, now 12" in steps_change(cosine, dict(cosine, steps=12))[0]
+    constant = dict(cosine, decay="constant")
+    assert steps_change(constant, dict(constant, steps=12)) == []
+    assert steps_change(dict(constant, steps=1), dict(constant, steps=12)) != []  # warmup was cut to 1 step
+
+
+def test_resume_drops_a_partial_last_metrics_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    truncate_metrics_after(str(path), 2)
+    assert path.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
+    path.write_text('{"step": 1, "loss": 2.0}\n{"ste\n{"step": 2, "loss": 1.5}\n')
+    with pytest.raises(ValueError, match="line 2 is not JSON"):
+        truncate_metrics_after(str(path), 2)
 
 
 def _poison(trainer):
