@@ -189,6 +189,20 @@ def test_mysql_semantics(env, statement, expected):
     assert sql(env, statement) == expected
 
 
+@pytest.mark.parametrize("update", [
+    "UPDATE People SET People.City = 'Lyon' WHERE Name = 'Bob'",
+    "UPDATE People p SET p.City = 'Lyon' WHERE p.Name = 'Bob'",
+    "UPDATE People AS p SET p.City = 'Lyon' WHERE Name = 'Bob'",
+])
+def test_update_accepts_a_qualified_set_column_as_mysql_does(update):
+    """SQLite allows only bare columns after SET; MySQL also the table's name or alias before them."""
+    env = SqlEnv()
+    env.reset(_update_task(_expected_update_hash()))
+    assert sql(env, update) == "[]"
+    final = env.step(answer_reply([]))
+    assert final.reward == 1.0
+
+
 def test_stored_numbers_become_mysql_text(env):
     assert sql(env, "INSERT INTO People VALUES (7.400, -3, 1e3)") == "[]"
     assert sql(env, "SELECT * FROM People WHERE Name = '7.400'") == "[('7.400', '-3', '1000')]"

@@ -86,6 +86,7 @@ def adversarial_statements(tmp_path):
         "SELECT abs(-9223372036854775808)",
         "SELECT 1e999, -1e999, 9223372036854775807 + 1",
         "SELECT * FROM T WHERE Name LIKE '" + "%a" * 2000 + "'",
+        "SELECT REPEAT('a', 1000000) LIKE CONCAT('%', REPEAT('a', 49000), 'b')",
         "SELECT Name REGEXP '(a+)+$' FROM T",
         "SELECT mysql_fold(x'00'), mysql_text(1e999), mysql_fold(NULL)",
         "SELECT \x00",
@@ -147,6 +148,31 @@ def test_adversarial_statements(sandbox):
     for statement in adversarial_statements(tmp_path)[:14]:
         run_bounded(env, operation_reply(statement))
     assert run_bounded(env, operation_reply("SELECT COUNT(*) FROM T")).observation == "[(50,)]"
+
+
+def test_like_is_bounded_and_says_why_it_refuses(sandbox):
+    """LIKE runs in one SQLite step, out of the timeout's reach: value and pattern lengths are capped."""
+    env, _ = sandbox
+    cases = [
+        ("SELECT REPEAT('a', 1000000) LIKE CONCAT('%', REPEAT('a', 990), 'b')",
+         "1105 (HY000): LIKE on a value of 1000000 characters is not supported here (at most 65536)"),
+        ("SELECT 'abc' LIKE REPEAT('a', 1001)",
+         "1105 (HY000): LIKE patterns longer than 1000 characters are not supported here"),
+        ("SELECT REPEAT('a', 65000) LIKE CONCAT('%', REPEAT('a', 990), 'b')", "[(0,)]"),  # the slowest allowed
+        ("SELECT COUNT(*) FROM T WHERE City LIKE 'CITY 1%'", "[(10,)]"),
+    ]
+    for statement, expected in cases:
+        env.reset(TASK)
+        assert run_bounded(env, operation_reply(statement)).observation == expected
+
+
+def test_long_sort_keys_are_not_cached():
+    from cmat_jax.envs.sql import mysql_text
+
+    mysql_text._short_collation_key.cache_clear()
+    assert mysql_text.collation_key("b" * 1000) > mysql_text.collation_key("A" * 1000)
+    assert mysql_text.collation_key("Émile") == mysql_text.collation_key("emile")
+    assert mysql_text._short_collation_key.cache_info().currsize == 2
 
 
 def test_the_authorizer_alone_stops_filesystem_and_schema_access(sandbox):

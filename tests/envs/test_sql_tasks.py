@@ -64,6 +64,16 @@ def test_invalid_json_and_non_objects(tmp_path):
     assert "expected a JSON object" in _error_for(tmp_path, "[1, 2]")
 
 
+def test_undecodable_and_deeply_nested_lines_name_their_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'\n{"description": "caf\xe9"}\n')
+    with pytest.raises(TaskFormatError, match=r"bad\.jsonl:2: not UTF-8 text \(byte 0xe9 at column 21\)"):
+        load_tasks(path)
+    path.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(TaskFormatError, match=r"bad\.jsonl:1: JSON nested too deeply"):
+        load_tasks(path)
+
+
 def test_missing_and_empty_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_tasks(tmp_path / "absent.jsonl")

@@ -136,6 +136,7 @@ class EpisodeDatabase:
         self.limits = limits
         self._deadline = math.inf
         self._denied_action = ""
+        self._refused_like_chars = 0  # length of a value LIKE refused in the current statement
         self._cte_names: frozenset[str] = frozenset()
         # Autocommit, as DBBench commits after every statement. One episode runs on one thread at a
         # time, but not necessarily on the thread that created it.
@@ -143,7 +144,7 @@ class EpisodeDatabase:
         if image.image:
             conn.deserialize(image.image)
         conn.create_collation(mysql_text.COLLATION, mysql_text.compare)
-        conn.create_function(mysql_text.FOLD_FUNCTION, 1, mysql_text.like_fold, deterministic=True)
+        conn.create_function(mysql_text.FOLD_FUNCTION, 1, self._like_fold, deterministic=True)
         conn.create_function(mysql_text.TEXT_FUNCTION, 1, mysql_text.stored_text, deterministic=True)
         conn.create_function(mysql_text.NUMBER_FUNCTION, 1, mysql_text.number_value, deterministic=True)
         mysql_functions.register(conn, max_chars=limits.max_value_bytes)
@@ -151,6 +152,7 @@ class EpisodeDatabase:
         conn.execute(f"PRAGMA hard_heap_limit = {int(limits.heap_limit_bytes)}")
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.max_value_bytes)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, mysql_text.LIKE_PATTERN_LIMIT)
         conn.set_authorizer(self._authorize)
         conn.set_progress_handler(self._past_deadline, _PROGRESS_INTERVAL)
         self._conn = conn
@@ -159,6 +161,13 @@ class EpisodeDatabase:
         self._conn.close()
 
     # -- the sandbox ---------------------------------------------------------------------------
+
+    def _like_fold(self, value):
+        try:
+            return mysql_text.like_fold(value)
+        except mysql_text.LikeValueTooLong as e:  # SQLite reports only that a function raised
+            self._refused_like_chars = e.args[0]
+            raise
 
     def _authorize(self, action, arg1, arg2, db_name, _trigger):
         if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
@@ -249,6 +258,8 @@ class EpisodeDatabase:
         """
         self._deadline = time.monotonic() + self.limits.timeout_s
         self._denied_action = ""
+        self._refused_like_chars = 0
+        self._refused_like_chars = 0  # length of a value LIKE refused in the current statement
         self._cte_names = ctes
         cursor = self._conn.cursor()
         try:
@@ -310,6 +321,12 @@ class EpisodeDatabase:
             return MysqlError(f"1305 (42000): FUNCTION {database}.{function} does not exist", "function")
         if "values were supplied" in message or "values for" in message:
             return MysqlError("1136 (21S01): Column count doesn't match value count at row 1", "sqlite")
+        if message == "user-defined function raised exception" and self._refused_like_chars:
+            return MysqlError(f"1105 (HY000): LIKE on a value of {self._refused_like_chars} characters is not "
+                              f"supported here (at most {mysql_text.LIKE_VALUE_LIMIT})", "memory")
+        if message.startswith("LIKE or GLOB pattern too complex"):
+            return MysqlError(f"1105 (HY000): LIKE patterns longer than {mysql_text.LIKE_PATTERN_LIMIT} characters "
+                              "are not supported here", "memory")
         if message.startswith("string or blob too big"):
             return MysqlError(
                 f"1105 (HY000): a value would exceed {self.limits.max_value_bytes} bytes", "memory"

@@ -282,8 +282,17 @@ def _rewrite(node: exp.Expression) -> None:
             for value in list(row.expressions) if isinstance(row, exp.Tuple) else [row]:
                 _rewrite_stored_value(value)
     elif isinstance(node, exp.Update):
+        target = node.this
+        # MySQL accepts `SET t.col = ...` (t the table or its alias); SQLite only a bare column.
+        own_names = {target.name.lower(), target.alias_or_name.lower()} if isinstance(target, exp.Table) else set()
         for assignment in node.expressions:
-            if isinstance(assignment, exp.EQ) and assignment.expression is not None:
+            if not isinstance(assignment, exp.EQ):
+                continue
+            column = assignment.this
+            if isinstance(column, exp.Column) and column.table and column.table.lower() in own_names:
+                column.set("table", None)
+                column.set("db", None)
+            if assignment.expression is not None:
                 _rewrite_stored_value(assignment.expression)
 
 

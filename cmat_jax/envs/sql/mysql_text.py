@@ -39,9 +39,15 @@ def fold(text: str) -> str:
     return bare.casefold().translate(_EXPANSIONS)
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def collation_key(text: str) -> str:
     """A string whose code point order is the collation's order."""
+    # Only short strings are cached: sorting long computed strings would
+    # otherwise fill the cache with megabytes that SQLite's heap cap never sees.
+    return _short_collation_key(text) if len(text) <= 256 else fold(text).translate(_RANK_TABLE)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _short_collation_key(text: str) -> str:
     return fold(text).translate(_RANK_TABLE)
 
 
@@ -49,6 +55,17 @@ def compare(a: str, b: str) -> int:
     """The SQLite collation callback: negative, zero or positive, as MySQL would order a and b."""
     key_a, key_b = collation_key(a), collation_key(b)
     return (key_a > key_b) - (key_a < key_b)
+
+
+# SQLite's LIKE runs inside one VM step, out of reach of the statement timeout, and
+# takes time ~ len(value) * len(pattern): both are capped (the pattern through
+# SQLITE_LIMIT_LIKE_PATTERN_LENGTH). DBBench values and patterns are far shorter.
+LIKE_PATTERN_LIMIT = 1_000
+LIKE_VALUE_LIMIT = 1 << 16
+
+
+class LikeValueTooLong(ValueError):
+    pass
 
 
 def like_fold(value):
@@ -59,6 +76,8 @@ def like_fold(value):
         value = value.decode("utf-8", "replace")
     elif not isinstance(value, str):
         value = stored_text(value)
+    if len(value) > LIKE_VALUE_LIMIT:
+        raise LikeValueTooLong(len(value))
     return fold(value)
 
 

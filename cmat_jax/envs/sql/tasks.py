@@ -146,8 +146,13 @@ def load_tasks(path: str | os.PathLike) -> list[SqlTask]:
         raise FileNotFoundError(f"DBBench task file {path!r} does not exist; pass the path of a DBBench .jsonl file")
     name = os.path.basename(path)
     tasks = []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for line_number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise TaskFormatError(f"{path}:{line_number}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                                      f"{e.start + 1}); DBBench task files are UTF-8 JSON lines") from None
             if not line.strip():
                 continue
             where = f"{name}:{line_number}"
@@ -155,6 +160,8 @@ def load_tasks(path: str | os.PathLike) -> list[SqlTask]:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise TaskFormatError(f"{path}:{line_number}: not valid JSON ({e.msg} at column {e.colno})") from None
+            except RecursionError:
+                raise TaskFormatError(f"{path}:{line_number}: JSON nested too deeply to be a DBBench task") from None
             try:
                 tasks.append(parse_task(record, where))
             except TaskFormatError as e:
