@@ -118,6 +118,19 @@ def test_gpu_decode_xla_options_match_transformers(hf_pair):
     assert ours.token_ids == hf_greedy(hf_model, prompts, NEW_TOKENS)
 
 
+def test_every_eos_id_of_the_checkpoint_ends_a_row(tiny_model):
+    prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+    free = Sampler(tiny_model).generate(prompts, 12, temperature=0.0, eos_ids=()).token_ids
+    eos = (free[0][3], free[1][5])  # two ids that end rows 0 and 1 mid-way
+    model = Transformer(preset("tiny").replace(eos_token_id=eos), attention_impl="xla", rngs=nnx.Rngs(0))
+    nnx.update(model, nnx.state(tiny_model))
+    default = Sampler(model).generate(prompts, 12, temperature=0.0)  # eos_ids=None: the checkpoint's ids
+    for row, ids in zip(free, default.token_ids):
+        stops = [i for i, t in enumerate(row) if t in eos]
+        assert ids == (row[:stops[0] + 1] if stops else row)
+    assert default.finish_reasons[:2] == ["eos", "eos"]
+
+
 def test_decode_xla_options_default_per_platform(tiny_model):
     on_gpu = jax.default_backend() == "gpu"
     assert Sampler(tiny_model)._decode_xla_options() == (GPU_DECODE_XLA_OPTIONS if on_gpu else None)

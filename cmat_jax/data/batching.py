@@ -69,7 +69,7 @@ class BatchSpec:
             raise ValueError(f"overlong={self.overlong!r} is not one of {', '.join(OVERLONG)}")
         if self.bucket_lengths is not None:
             buckets = tuple(self.bucket_lengths)
-            if list(buckets) != sorted(set(buckets)) or buckets[0] < 1 or buckets[-1] != self.seq_len:
+            if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 1 or buckets[-1] != self.seq_len:
                 raise ValueError(
                     f"bucket_lengths {list(buckets)} must be increasing positive lengths ending at "
                     f"seq_len={self.seq_len}"

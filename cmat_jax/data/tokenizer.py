@@ -167,6 +167,14 @@ def _generated_spans(tokenizer, messages: Sequence[Message], full_text: str) -> 
                 f"template of {tokenizer.name_or_path!r} renders for it ({turn[:80]!r}...); the "
                 f"template changes the text, so its tokens cannot be located"
             )
+        header = turn[:content_at]
+        if header.strip() and prompt == _render(tokenizer, messages[:index], add_generation_prompt=False):
+            raise ValueError(
+                f"the chat template of {tokenizer.name_or_path!r} writes no generation prompt "
+                f"(add_generation_prompt changes nothing), so the role header {header!r} of assistant turn "
+                f"{index} would be trained on, and rollout prompts would lack it. Use a template with an "
+                f"add_generation_prompt branch."
+            )
         content_end = content_at + len(content)
         marker_hits = [(at, m) for m in markers if (at := turn.find(m, content_end)) >= 0]
         if marker_hits:

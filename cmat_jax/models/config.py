@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama", "qwen")
 
@@ -46,23 +46,26 @@ class ModelConfig:
     # trained context (original Qwen's dynamic NTK and logn attention).
     context_limit: Optional[int] = None
     bos_token_id: Optional[int] = None
-    eos_token_id: Optional[int] = None
+    # One id, or several where a checkpoint lists several (e.g. end of text and end of turn).
+    eos_token_id: Union[int, tuple[int, ...], None] = None
 
     def __post_init__(self):
         if self.family not in SUPPORTED_MODEL_TYPES:
             raise ConfigError(
                 f"family {self.family!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
             )
+        sizes = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
+                 "head_dim")
+        for name in sizes:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, found {value!r}")
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
                 f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
             )
         if self.head_dim % 2:
             raise ConfigError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
-
-    @property
-    def q_per_kv(self) -> int:
-        return self.num_heads // self.num_kv_heads
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
@@ -196,7 +199,6 @@ def _from_qwen2_or_llama(hf: dict, model_type: str, where: str) -> ModelConfig:
         raise ConfigError(f"{where}: hidden_act {hf['hidden_act']!r} is not supported; expected 'silu'")
     theta, factor = _rope_settings(hf, where)
     heads = hf["num_attention_heads"]
-    eos = hf.get("eos_token_id")
     return ModelConfig(
         family=model_type,
         vocab_size=hf["vocab_size"],
@@ -205,7 +207,7 @@ def _from_qwen2_or_llama(hf: dict, model_type: str, where: str) -> ModelConfig:
         num_layers=hf["num_hidden_layers"],
         num_heads=heads,
         num_kv_heads=hf.get("num_key_value_heads") or heads,
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+        head_dim=hf.get("head_dim") or (hf["hidden_size"] // heads if heads else 0),  # 0: refused below
         rope_theta=theta,
         rope_scaling_factor=factor,
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
@@ -213,8 +215,16 @@ def _from_qwen2_or_llama(hf: dict, model_type: str, where: str) -> ModelConfig:
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
         max_position_embeddings=hf.get("max_position_embeddings", 4096),
         bos_token_id=hf.get("bos_token_id"),
-        eos_token_id=eos[0] if isinstance(eos, list) else eos,
+        eos_token_id=_eos_ids(hf),
     )
+
+
+def _eos_ids(hf: dict):
+    """config.json's eos_token_id: an int, or a list kept whole (a tuple) when it names several ids."""
+    eos = hf.get("eos_token_id")
+    if isinstance(eos, list):
+        return eos[0] if len(eos) == 1 else (tuple(eos) or None)
+    return eos
 
 
 def _from_original_qwen(hf: dict, where: str) -> ModelConfig:
@@ -247,7 +257,7 @@ def _from_original_qwen(hf: dict, where: str) -> ModelConfig:
         # not implemented beyond it, so longer inputs are refused.
         context_limit=seq_length if (hf.get("use_dynamic_ntk", True) or hf.get("use_logn_attn", True)) else None,
         bos_token_id=hf.get("bos_token_id"),
-        eos_token_id=hf.get("eos_token_id"),
+        eos_token_id=_eos_ids(hf),
     )
 
 
@@ -297,6 +307,7 @@ def to_hf_config(cfg: ModelConfig, dtype_name: str = "float32") -> dict:
     if cfg.bos_token_id is not None:
         out["bos_token_id"] = cfg.bos_token_id
     if cfg.eos_token_id is not None:
-        out["eos_token_id"] = cfg.eos_token_id
+        eos = cfg.eos_token_id
+        out["eos_token_id"] = list(eos) if isinstance(eos, tuple) else eos
     return out
 

@@ -252,7 +252,7 @@ class Sampler:
 
     def _eos_ids(self, eos_ids) -> np.ndarray:
         if eos_ids is None:
-            eos_ids = () if self.model_cfg.eos_token_id is None else (self.model_cfg.eos_token_id,)
+            eos_ids = () if self.model_cfg.eos_token_id is None else self.model_cfg.eos_token_id
         if isinstance(eos_ids, (int, np.integer)):
             eos_ids = (eos_ids,)
         ids = [int(e) for e in eos_ids]

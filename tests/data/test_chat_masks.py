@@ -205,6 +205,12 @@ def test_template_errors_are_clear(chatml):
     rewriting.chat_template = "{% for m in messages %}{{ m['content'] | upper }}<|im_end|>{% endfor %}"
     with pytest.raises(ValueError, match="does not appear verbatim"):
         encode_conversation(rewriting, CONVERSATION[1:3])
+    no_generation_prompt = PreTrainedTokenizerFast(tokenizer_file=str(bundled_tokenizer_dir() / "tokenizer.json"),
+                                                   eos_token="<|im_end|>")
+    no_generation_prompt.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}")
+    with pytest.raises(ValueError, match=r"writes no generation prompt.*'<\|im_start\|>assistant\\n'"):
+        encode_conversation(no_generation_prompt, CONVERSATION[1:3])
     no_template = PreTrainedTokenizerFast(tokenizer_file=str(bundled_tokenizer_dir() / "tokenizer.json"))
     with pytest.raises(ValueError, match="no chat template"):
         encode_conversation(no_template, CONVERSATION)

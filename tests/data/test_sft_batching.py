@@ -173,6 +173,8 @@ def test_batch_spec_validation():
         BatchSpec(batch_size=1, seq_len=8, mode="sorted")
     with pytest.raises(ValueError, match="ending at seq_len=16"):
         BatchSpec(batch_size=1, seq_len=16, mode="bucketed", bucket_lengths=(4, 8))
+    with pytest.raises(ValueError, match="ending at seq_len=16"):
+        BatchSpec(batch_size=1, seq_len=16, mode="bucketed", bucket_lengths=())
     with pytest.raises(ValueError, match="overlong"):
         BatchSpec(batch_size=1, seq_len=16, overlong="wrap")
 

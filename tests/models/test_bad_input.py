@@ -11,7 +11,7 @@ from safetensors.numpy import load_file, save_file
 
 from cmat_jax.checkpoints.hf import load_hf_model
 from cmat_jax.checkpoints.safetensors_io import CheckpointError, SafetensorsDir, write_sharded
-from cmat_jax.models.config import ConfigError, from_hf_config, preset
+from cmat_jax.models.config import ConfigError, from_hf_config, preset, to_hf_config
 from tests import tiny_hf
 
 
@@ -116,6 +116,8 @@ QWEN2 = {"model_type": "qwen2", "vocab_size": 100, "hidden_size": 32, "intermedi
     ({"use_sliding_window": True}, "use_sliding_window=true is not supported"),
     ({"hidden_act": "gelu"}, "hidden_act 'gelu' is not supported"),
     ({"num_key_value_heads": 3}, r"num_heads \(4\) must be a multiple of num_kv_heads \(3\)"),
+    ({"num_attention_heads": 0}, r"num_heads must be a positive integer, found 0"),
+    ({"intermediate_size": -1}, r"intermediate_size must be a positive integer, found -1"),
 ])
 def test_unsupported_math_is_refused(change, message):
     with pytest.raises(ConfigError, match=message):
@@ -127,6 +129,13 @@ def test_missing_config_field_is_named():
     del config["hidden_size"]
     with pytest.raises(ConfigError, match="lacks the field 'hidden_size'"):
         from_hf_config(config)
+
+
+def test_every_eos_id_of_a_list_is_kept_and_exported():
+    config = from_hf_config({**QWEN2, "eos_token_id": [151645, 151643]})
+    assert config.eos_token_id == (151645, 151643)
+    assert to_hf_config(config)["eos_token_id"] == [151645, 151643]
+    assert from_hf_config({**QWEN2, "eos_token_id": [7]}).eos_token_id == 7
 
 
 def test_both_rope_config_forms_agree():
