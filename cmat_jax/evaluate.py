@@ -79,6 +79,7 @@ def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
     tasks = load_tasks(config.tasks)
     agent = make_agent(config)
     env = make_env(config)
+    os.makedirs(config.workdir, exist_ok=True)  # before the episodes, so a bad workdir costs no run
     episodes = [run_episode(env, agent, task) for task in tasks]
     metrics = dbbench_metrics([episode.final_info for episode in episodes])
     metrics.update(agent=config.agent, tasks=os.path.abspath(config.tasks))
@@ -100,7 +101,7 @@ def main(argv):
         raise app.UsageError("pass --config configs/eval_dbbench.py")
     try:
         metrics = evaluate(config)
-    except (ValueError, FileNotFoundError) as e:  # bad config or task file: the message says what to fix
+    except (ValueError, OSError) as e:  # bad config, task file or workdir: the message says what to fix
         raise SystemExit(f"error: {e}") from None
     print(format_table(metrics))
     print(f"wrote {os.path.join(config.workdir, 'metrics.json')}")

@@ -155,6 +155,11 @@ def state_shardings(abstract_state, mesh: Mesh, rules: Optional[dict] = None):
     return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+def batch_shards(mesh: Mesh, rules: Optional[dict] = None) -> int:
+    """How many pieces batch_sharding cuts the batch into."""
+    return math.prod(mesh.shape[a] for a in _mesh_axes_for("batch", DEFAULT_RULES if rules is None else rules))
+
+
 def batch_sharding(mesh: Mesh, ndim: int = 2, rules: Optional[dict] = None) -> NamedSharding:
     """Sharding of a [batch, ...] input array: batch over ('data', 'fsdp')."""
     axes = _mesh_axes_for("batch", DEFAULT_RULES if rules is None else rules)

@@ -28,13 +28,19 @@ def main(argv):
     logging.get_absl_handler().addFilter(_OrbaxWarningsOnly())
     from cmat_jax.training.trainer import Trainer
 
-    trainer = Trainer(FLAGS.config)
+    try:
+        trainer = Trainer(FLAGS.config)
+    except (ValueError, OSError) as e:  # config, data, model or workdir problems: the message says what to fix
+        raise SystemExit(f"error: {e}") from None
     try:
         history = trainer.train()
     finally:
         trainer.close()
     if history:
         logging.info("finished at step %d, loss %.4f; workdir %s", trainer.step, history[-1]["loss"], trainer.workdir)
+    else:
+        logging.info("nothing to do: the run in %s is already at step %d of train.steps=%d", trainer.workdir,
+                     trainer.step, FLAGS.config.train.steps)
 
 
 if __name__ == "__main__":

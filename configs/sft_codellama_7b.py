@@ -1,7 +1,8 @@
 """LoRA SFT of CodeLlama-7B-Instruct (the paper's TinyAgent-7B base).
 
     python -m cmat_jax.train --config configs/sft_codellama_7b.py \
-        --config.model.hf_dir=/models/CodeLlama-7b-Instruct-hf --config.data.agent=/data/agent.jsonl
+        --config.model.hf_dir=/models/CodeLlama-7b-Instruct-hf \
+        --config.data.agent=/data/agent.jsonl --config.data.general=/data/general.jsonl
 
 bf16; the 'save_linear' remat policy; a batch of 16 x 4096 in 8 microbatches
 of 2 rows, loss in chunks of 256 positions (measured: 2 x 4096 per microbatch

@@ -1,7 +1,8 @@
 """LoRA SFT of the original Qwen-1.8B-Chat (the paper's TinyAgent-1.8B base).
 
     python -m cmat_jax.train --config configs/sft_qwen_1_8b.py \
-        --config.model.hf_dir=/models/Qwen-1_8B-Chat --config.data.agent=/data/agent.jsonl
+        --config.model.hf_dir=/models/Qwen-1_8B-Chat --config.data.tokenizer=/models/qwen-1_8b-tokenizer \
+        --config.data.agent=/data/agent.jsonl --config.data.general=/data/general.jsonl
 
 Its qwen.tiktoken tokenizer loads only through the checkpoint's own remote
 code, so point --config.data.tokenizer at a directory holding the same

@@ -4,7 +4,9 @@
 
 The reference is DIR loaded with transformers (PyTorch, CPU, float32). The
 candidate is cmat_jax loading PATH (another Hugging Face directory such as an
-export, or a cmat_jax training workdir), or DIR itself. Both run the same
+export, or a cmat_jax training workdir, rebuilt in float32 with exact
+attention whatever the run trained with: compare it with an export written
+with `--dtype float32`), or DIR itself. Both run the same
 random token batch, whose last row is left-padded. The report names the first
 layer whose outputs diverge and ends with the max absolute logit difference;
 the exit status is 1 above the tolerance.
@@ -73,7 +75,7 @@ def _candidate_model(path: str):
     if os.path.isdir(os.path.join(path, "checkpoints")):  # a training workdir
         from cmat_jax.training.workdir import load_trained_model
 
-        model, _, _ = load_trained_model(path)
+        model, _, _ = load_trained_model(path, exact_math=True)
         return model
     return load_hf_model(path, dtype=jnp.float32, param_dtype=jnp.float32, attention_impl="xla")
 
@@ -146,6 +148,11 @@ def main(argv=None) -> int:
     parser.add_argument("--length", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    for name in ("batch", "length"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.generate < 0:
+        parser.error(f"--generate must be >= 0, got {args.generate}")
 
     from cmat_jax.models.config import load_hf_config
 

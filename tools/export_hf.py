@@ -39,6 +39,13 @@ def parse_args(argv):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    try:
+        export(args)
+    except (ValueError, OSError) as e:  # no checkpoint, unknown step, unwritable output: the message says why
+        raise SystemExit(f"error: {e}") from None
+
+
+def export(args) -> None:
     from cmat_jax.checkpoints.hf import save_hf_model, save_peft_adapter
     from cmat_jax.data.tokenizer import bundled_tokenizer_dir
     from cmat_jax.models.config import load_hf_config

@@ -105,6 +105,12 @@ def build_batches(config, tokenizer):
     if not d.agent:
         raise ValueError("data.agent is empty; set it to a JSONL file or a TFDS directory built by tools/build_tfds.py")
     buckets = tuple(int(b) for b in d.bucket_lengths) if d.get("bucket_lengths") else None
+    if buckets and d.mode != "bucketed":
+        raise ValueError(f"data.bucket_lengths is set but data.mode is {d.mode!r}; buckets apply only to "
+                         "--config.data.mode=bucketed")
+    if d.general and float(d.agent_fraction) >= 1.0:
+        raise ValueError("data.general is set but data.agent_fraction is 1.0, so it would never be drawn; "
+                         "lower data.agent_fraction or leave data.general empty")
     return make_sft_batches(
         tokenizer, d.agent, d.general or None, agent_fraction=float(d.agent_fraction),
         batch_size=int(d.batch_size), seq_len=int(d.seq_len), mode=d.mode, seed=int(d.seed),

@@ -34,6 +34,7 @@ from cmat_jax.training.optimizer import make_optimizer, make_schedule
 from cmat_jax.training.step import BATCH_KEYS, make_train_step
 
 NONFINITE_MODES = ("stop", "skip")
+PATH_SETTINGS = ("model.hf_dir", "data.tokenizer", "data.agent", "data.general")
 # Settings a resumed run may change without changing the data order or the math of a step
 # (train.steps only where the schedule allows it: see steps_change).
 RESUMABLE_CHANGES = ("train.steps", "train.log_every", "resume", "workdir", "mesh", "checkpoint")
@@ -78,6 +79,10 @@ class Trainer:
     def __init__(self, config, *, mesh=None, batches=None):
         """`mesh` overrides config.mesh (e.g. a sub-mesh of some devices); `batches`
         overrides the data config with any iterator that has state() and restore()."""
+        for key in PATH_SETTINGS:  # recorded absolute: export and resume may run from another directory
+            section, name = key.split(".")
+            if config[section][name]:
+                config[section][name] = os.path.abspath(config[section][name])
         self.config = config
         self.workdir = os.path.abspath(config.workdir)
         t = config.train
@@ -147,7 +152,7 @@ class Trainer:
         micro = int(self.config.train.microbatches)
         if micro < 1 or rows % micro:
             raise ValueError(f"data.batch_size ({rows}) must be a multiple of train.microbatches ({micro})")
-        shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        shards = sharding_lib.batch_shards(self.mesh)
         if (rows // micro) % shards:
             raise ValueError(
                 f"each microbatch has {rows // micro} rows (data.batch_size / train.microbatches), which the "

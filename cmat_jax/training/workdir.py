@@ -29,10 +29,17 @@ def read_run_config(workdir: str) -> config_dict.ConfigDict:
         return config_dict.ConfigDict(json.load(f))
 
 
-def load_trained_model(workdir: str, *, step: Optional[int] = None, mesh=None
+def load_trained_model(workdir: str, *, step: Optional[int] = None, mesh=None, exact_math: bool = False
                        ) -> tuple[Transformer, config_dict.ConfigDict, int]:
-    """(model with the adapters of checkpoint `step` (default: the latest), run config, step)."""
+    """(model with the adapters of checkpoint `step` (default: the latest), run config, step).
+
+    `exact_math` computes in float32 with the exact XLA attention path whatever
+    the run used (the weights stay as stored), for comparisons at 1e-4.
+    """
     config = read_run_config(workdir)
+    if exact_math:
+        config.model.dtype = "float32"
+        config.model.attention_impl = "xla"
     mesh = mesh if mesh is not None else sharding_lib.make_mesh(1, -1, 1)
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):

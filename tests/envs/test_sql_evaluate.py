@@ -65,6 +65,16 @@ def test_unknown_agent_and_missing_tasks_are_clear_errors(tmp_path):
         evaluate.evaluate(config)
 
 
+def test_a_workdir_that_cannot_be_made_fails_before_any_episode(tmp_path, monkeypatch):
+    config = eval_dbbench.get_config()
+    config.tasks = str(_tasks_file(tmp_path))
+    config.workdir = str(tmp_path / "a_file")
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setattr(evaluate, "run_episode", lambda *a: pytest.fail("an episode ran"))
+    with pytest.raises(FileExistsError):
+        evaluate.evaluate(config)
+
+
 def test_command_line(tmp_path):
     tasks = _tasks_file(tmp_path)
     command = [

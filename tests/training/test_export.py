@@ -75,3 +75,22 @@ def test_peft_and_merged_exports_match_cmat_jax(tmp_path, base):
     from tools import check_parity
 
     assert check_parity.main(["--hf-dir", merged_dir, "--against", config.workdir]) == 0
+
+
+def test_export_of_a_workdir_without_a_run_is_a_one_line_error(tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: .*config\.json"):
+        _export_tool().main(["--workdir", str(tmp_path), "--merged", str(tmp_path / "merged")])
+
+
+def test_parity_of_a_bf16_run_is_checked_in_float32(tmp_path):
+    """check_parity rebuilds a workdir's model with exact float32 math, whatever the run computed in."""
+    from tools import check_parity
+
+    config = tiny_config(str(tmp_path / "run"), str(tmp_path / "data"), **{
+        "data.batch_size": 2, "train.steps": 1, "model.dtype": "bfloat16", "model.param_dtype": "bfloat16"})
+    trainer = Trainer(config)
+    trainer.train()
+    trainer.close()
+    merged_dir = str(tmp_path / "merged")
+    _export_tool().main(["--workdir", config.workdir, "--merged", merged_dir, "--dtype", "float32"])
+    assert check_parity.main(["--hf-dir", merged_dir, "--against", config.workdir]) == 0

@@ -67,6 +67,26 @@ def test_train_steps_may_change_on_resume_only_where_the_schedule_allows():
     assert steps_change(dict(constant, steps=1), dict(constant, steps=12)) != []  # warmup was cut to 1 step
 
 
+def test_data_settings_that_would_be_ignored_are_refused(tmp_path):
+    from cmat_jax.training import build
+
+    packed_with_buckets = tiny_config(str(tmp_path / "a"), str(tmp_path / "data"), **{"data.bucket_lengths": (32, 64)})
+    with pytest.raises(ValueError, match="data.mode is 'packed'"):
+        build.build_batches(packed_with_buckets, tokenizer=None)
+    unused_general = tiny_config(str(tmp_path / "b"), str(tmp_path / "data"), **{"data.agent_fraction": 1.0})
+    with pytest.raises(ValueError, match="never be drawn"):
+        build.build_batches(unused_general, tokenizer=None)
+
+
+def test_paths_are_recorded_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trainer = Trainer(tiny_config("run", "data", **{"train.steps": 1}))
+    trainer.close()
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
+    assert recorded["agent"] == str(tmp_path / "data" / "agent.jsonl")
+    assert recorded["general"] == str(tmp_path / "data" / "general.jsonl")
+
+
 def test_resume_drops_a_partial_last_metrics_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
@@ -133,5 +153,7 @@ def test_cli_reports_a_malformed_data_line(tmp_path):
            f"--config.data.agent={bad}", "--config.data.general=", "--config.data.agent_fraction=1.0",
            f"--config.workdir={tmp_path / 'run'}"]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0
-    assert f"{bad}:2" in result.stderr
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and f"{bad}:2" in last
+    assert "Traceback" not in result.stderr
