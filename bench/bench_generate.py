@@ -99,12 +99,11 @@ def decode_xla_options(args) -> dict | None:
     """The SamplerConfig.decode_xla_options that the flags ask for (None = the sampler's own)."""
     import jax
 
-    from cmat_jax.sampling.sampler import GPU_DECODE_XLA_OPTIONS
+    from cmat_jax.sampling.sampler import default_decode_xla_options
 
     if not args.decode_xla_option:
         return {} if args.xla_default_decode else None
-    on_gpu = jax.default_backend() == "gpu"
-    options = {} if args.xla_default_decode or not on_gpu else dict(GPU_DECODE_XLA_OPTIONS)
+    options = {} if args.xla_default_decode else default_decode_xla_options(jax.default_backend()) or {}
     options.update(o.split("=", 1) for o in args.decode_xla_option)
     return options
 

@@ -50,6 +50,11 @@ GPU_DECODE_XLA_OPTIONS = {
 }
 
 
+def default_decode_xla_options(platform: str) -> Optional[dict]:
+    """The decode program's XLA options on `platform` ('gpu', 'cpu', 'tpu'), or None for XLA's defaults."""
+    return dict(GPU_DECODE_XLA_OPTIONS) if platform == "gpu" else None
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
     """Run settings of a Sampler.
@@ -440,7 +445,7 @@ class Sampler:
         if self.config.decode_xla_options is not None:
             return dict(self.config.decode_xla_options) or None
         platform = self.mesh.devices.flat[0].platform if self.mesh is not None else jax.default_backend()
-        return dict(GPU_DECODE_XLA_OPTIONS) if platform == "gpu" else None
+        return default_decode_xla_options(platform)
 
 
 def _find_stops(tokens_bn, done_b, length_b, reason_b, step, rows, checked, stop_at, stops,

@@ -259,7 +259,6 @@ class EpisodeDatabase:
         self._deadline = time.monotonic() + self.limits.timeout_s
         self._denied_action = ""
         self._refused_like_chars = 0
-        self._refused_like_chars = 0  # length of a value LIKE refused in the current statement
         self._cte_names = ctes
         cursor = self._conn.cursor()
         try:
