@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from cmat_jax.envs.base import Message
+from cmat_jax.chat import Message
 from cmat_jax.envs.sql.tasks import SqlTask
 
 

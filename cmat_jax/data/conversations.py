@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from cmat_jax.data.tokenizer import Message
+from cmat_jax.chat import Message, check_message
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 OPENAI_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
@@ -64,27 +64,17 @@ def parse_conversation(record: Any, where: str) -> list[Message]:
         raw_role = turn.get(role_key)
         if raw_role not in roles:
             raise DataError(f"{at}.{role_key} is {raw_role!r}; expected one of {', '.join(roles)}")
-        content = turn.get(content_key)
-        if not isinstance(content, str):
-            raise DataError(f"{at}.{content_key} is {type(content).__name__}, expected a string")
-        loss = turn.get("loss")
-        if loss is not None and not isinstance(loss, bool):
-            raise DataError(f"{at}.loss is {loss!r}; expected true, false or null")
-        role = roles[raw_role]
-        if loss is True and role != "assistant":
-            raise DataError(f"{at} is a {raw_role} turn with loss: true; only assistant turns can carry loss")
-        messages.append(Message(role, content, loss))
+        try:
+            messages.append(check_message(roles[raw_role], turn.get(content_key), turn.get("loss"), where=at,
+                                          content_field=content_key, role_label=raw_role))
+        except ValueError as error:
+            raise DataError(str(error)) from None
     return messages
 
 
 def conversation_to_json(messages: Sequence[Message]) -> str:
     """The normalized OpenAI-form JSON of a conversation (what TFDS records hold)."""
-    turns = []
-    for m in messages:
-        turn = {"role": m.role, "content": m.content}
-        if m.loss is not None:
-            turn["loss"] = m.loss
-        turns.append(turn)
+    turns = [m.to_dict() for m in messages]
     return json.dumps({"messages": turns}, ensure_ascii=False)
 
 

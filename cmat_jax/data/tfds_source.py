@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Mapping
 
 from cmat_jax.data.conversations import DataError, JsonlConversations, conversation_to_json, parse_conversation
-from cmat_jax.data.tokenizer import Message
+from cmat_jax.chat import Message
 
 DATASET_VERSION = "1.0.0"
 DEFAULT_NAME = "sft_conversations"

@@ -19,33 +19,19 @@ boundary (which the model could never have produced) counts as prompt.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-ROLES = ("system", "user", "assistant")
+from cmat_jax.chat import Message, check_message
 
 # Strings that close an assistant turn in the chat templates of the supported
 # families; a tokenizer's own eos token is always added to these.
 END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>")
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-
-
-@dataclasses.dataclass(frozen=True)
-class Message:
-    """One turn. `loss=None` means the default: assistant turns train, others do not."""
-
-    role: str
-    content: str
-    loss: bool | None = None
-
-    @property
-    def trains(self) -> bool:
-        return self.role == "assistant" and self.loss is not False
 
 
 def bundled_tokenizer_dir() -> Path:
@@ -97,22 +83,12 @@ def as_messages(messages: Iterable[Message | Mapping[str, Any]]) -> list[Message
             role, content, loss = message.get("role"), message.get("content"), message.get("loss")
         else:
             raise TypeError(f"message {index} is a {type(message).__name__}; expected a dict with role and content")
-        if role not in ROLES:
-            raise ValueError(f"message {index} has role {role!r}; expected one of {', '.join(ROLES)}")
-        if not isinstance(content, str):
-            raise ValueError(f"message {index} ({role}) has content of type {type(content).__name__}; expected a string")
-        if loss is not None and not isinstance(loss, bool):
-            raise ValueError(f"message {index} ({role}) has loss {loss!r}; expected true, false or null")
-        if loss is True and role != "assistant":
-            raise ValueError(
-                f"message {index} is a {role} turn with loss: true; only assistant turns can be trained on "
-                f"(their tokens are the ones the model generates)"
-            )
-        result.append(Message(role, content, loss))
+        result.append(check_message(role, content, loss, where=f"message {index}"))
     return result
 
 
-def _render(tokenizer, messages: Sequence[Message], add_generation_prompt: bool) -> str:
+def render_chat(tokenizer, messages: Sequence[Message], add_generation_prompt: bool) -> str:
+    """The chat template's text of `messages` (optionally followed by the generation prompt)."""
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError(
             f"tokenizer {tokenizer.name_or_path!r} has no chat template; set tokenizer.chat_template "
@@ -149,8 +125,8 @@ def _generated_spans(tokenizer, messages: Sequence[Message], full_text: str) -> 
                 "the conversation opens with an assistant turn, so there is no prompt it answers; "
                 "start it with a user or system turn, or give that turn loss: false"
             )
-        prompt = _render(tokenizer, messages[:index], add_generation_prompt=True)
-        through_turn = _render(tokenizer, messages[: index + 1], add_generation_prompt=False)
+        prompt = render_chat(tokenizer, messages[:index], add_generation_prompt=True)
+        through_turn = render_chat(tokenizer, messages[: index + 1], add_generation_prompt=False)
         if not (through_turn.startswith(prompt) and full_text.startswith(through_turn)):
             raise ValueError(
                 f"the chat template of {tokenizer.name_or_path!r} does not render conversations "
@@ -168,7 +144,7 @@ def _generated_spans(tokenizer, messages: Sequence[Message], full_text: str) -> 
                 f"template changes the text, so its tokens cannot be located"
             )
         header = turn[:content_at]
-        if header.strip() and prompt == _render(tokenizer, messages[:index], add_generation_prompt=False):
+        if header.strip() and prompt == render_chat(tokenizer, messages[:index], add_generation_prompt=False):
             raise ValueError(
                 f"the chat template of {tokenizer.name_or_path!r} writes no generation prompt "
                 f"(add_generation_prompt changes nothing), so the role header {header!r} of assistant turn "
@@ -208,7 +184,7 @@ def encode_conversation(
     turns = as_messages(messages)
     if not turns:
         raise ValueError("the conversation has no messages")
-    full_text = _render(tokenizer, turns, add_generation_prompt)
+    full_text = render_chat(tokenizer, turns, add_generation_prompt)
     ids, offsets = _tokenize_with_offsets(tokenizer, full_text)
     spans = _generated_spans(tokenizer, turns, full_text)
 
@@ -232,5 +208,25 @@ def encode_conversation(
 def encode_prompt(tokenizer, messages: Iterable[Message | Mapping[str, Any]]) -> np.ndarray:
     """Token ids of `messages` followed by the generation prompt (what a rollout feeds the model)."""
     turns = as_messages(messages)
-    text = _render(tokenizer, turns, add_generation_prompt=True)
+    text = render_chat(tokenizer, turns, add_generation_prompt=True)
     return np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int32)
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """Ids of the tokens that close an assistant turn (the end-of-turn markers and EOS): where sampling stops."""
+    ids = []
+    for marker in _end_of_turn_markers(tokenizer):
+        token_id = tokenizer.convert_tokens_to_ids(marker)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id not in ids:
+            ids.append(token_id)
+    return ids
+
+
+def decode_ids(tokenizer, ids: Sequence[int]) -> str:
+    """The exact text of `ids`, special tokens included and no clean-up: text views of token records."""
+    return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def tokenize_text(tokenizer, text: str) -> list[int]:
+    """Ids of `text` as one piece, with no special tokens added."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

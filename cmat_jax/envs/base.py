@@ -12,15 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple, Protocol, Sequence
 
-USER = "user"
-ASSISTANT = "assistant"
-
-
-@dataclasses.dataclass(frozen=True)
-class Message:
-    role: str  # USER or ASSISTANT
-    content: str
-
+from cmat_jax.chat import ASSISTANT, USER, Message
 
 class Step(NamedTuple):
     """Unpacks as (observation, reward, done, info), as gym-style loops expect."""
