@@ -135,7 +135,7 @@ def run_jax(args) -> dict:
     prompts = random_prompts(args, cfg.vocab_size).tolist()
 
     def generate(n):
-        return sampler.generate(prompts, n, temperature=0.0, eos_ids=())
+        return sampler.generate(model, prompts, n, temperature=0.0, eos_ids=())
 
     start = time.perf_counter()
     result = generate(args.new_tokens)

@@ -65,9 +65,10 @@ def hf_pair(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf_sampler(hf_pair):
-    """(transformers model, a Sampler over the same weights loaded into JAX)."""
+    """(transformers model, a Sampler, the same weights loaded into JAX)."""
     hf_model, path = hf_pair
-    return hf_model, Sampler(load_hf_model(path, attention_impl="xla"))
+    model = load_hf_model(path, attention_impl="xla")
+    return hf_model, Sampler(model), model
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +92,9 @@ def tiny_sampler(tiny_model):
 
 
 def test_greedy_matches_transformers(hf_sampler):
-    hf_model, sampler = hf_sampler
+    hf_model, sampler, model = hf_sampler
     prompts = make_prompts(hf_model.config.vocab_size)
-    ours = sampler.generate(prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
+    ours = sampler.generate(model, prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
     assert ours.token_ids == hf_greedy(hf_model, prompts, NEW_TOKENS)
     assert ours.finish_reasons == ["length"] * len(prompts)
     assert all(len(set(row)) > 2 for row in ours.token_ids), "degenerate reference: too few distinct tokens"
@@ -101,9 +102,10 @@ def test_greedy_matches_transformers(hf_sampler):
 
 def test_unrolled_decode_layers_match_transformers(hf_pair):
     hf_model, path = hf_pair
-    sampler = Sampler(load_hf_model(path, attention_impl="xla"), SamplerConfig(unroll_decode_layers=True))
+    model = load_hf_model(path, attention_impl="xla")
+    sampler = Sampler(model, SamplerConfig(unroll_decode_layers=True))
     prompts = make_prompts(hf_model.config.vocab_size, seed=3)
-    ours = sampler.generate(prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
+    ours = sampler.generate(model, prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
     assert ours.token_ids == hf_greedy(hf_model, prompts, NEW_TOKENS)
 
 
@@ -111,20 +113,21 @@ def test_gpu_decode_xla_options_match_transformers(hf_pair):
     """The GPU decode options are valid compile options here and change no token."""
     hf_model, path = hf_pair
     config = SamplerConfig(decode_xla_options=GPU_DECODE_XLA_OPTIONS)
-    sampler = Sampler(load_hf_model(path, attention_impl="xla"), config)
+    model = load_hf_model(path, attention_impl="xla")
+    sampler = Sampler(model, config)
     assert sampler._decode_xla_options() == GPU_DECODE_XLA_OPTIONS
     prompts = make_prompts(hf_model.config.vocab_size, seed=4)
-    ours = sampler.generate(prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
+    ours = sampler.generate(model, prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
     assert ours.token_ids == hf_greedy(hf_model, prompts, NEW_TOKENS)
 
 
 def test_every_eos_id_of_the_checkpoint_ends_a_row(tiny_model):
     prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
-    free = Sampler(tiny_model).generate(prompts, 12, temperature=0.0, eos_ids=()).token_ids
+    free = Sampler(tiny_model).generate(tiny_model, prompts, 12, temperature=0.0, eos_ids=()).token_ids
     eos = (free[0][3], free[1][5])  # two ids that end rows 0 and 1 mid-way
     model = Transformer(preset("tiny").replace(eos_token_id=eos), attention_impl="xla", rngs=nnx.Rngs(0))
     nnx.update(model, nnx.state(tiny_model))
-    default = Sampler(model).generate(prompts, 12, temperature=0.0)  # eos_ids=None: the checkpoint's ids
+    default = Sampler(model).generate(model, prompts, 12, temperature=0.0)  # eos_ids=None: the checkpoint's ids
     for row, ids in zip(free, default.token_ids):
         stops = [i for i, t in enumerate(row) if t in eos]
         assert ids == (row[:stops[0] + 1] if stops else row)
@@ -138,11 +141,11 @@ def test_decode_xla_options_default_per_platform(tiny_model):
 
 
 def test_greedy_eos_matches_transformers(hf_sampler):
-    hf_model, sampler = hf_sampler
+    hf_model, sampler, model = hf_sampler
     prompts = make_prompts(hf_model.config.vocab_size)
-    free = sampler.generate(prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
+    free = sampler.generate(model, prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
     eos = free.token_ids[1][4]  # a token that ends row 1 mid-way (and maybe others)
-    result = sampler.generate(prompts, NEW_TOKENS, temperature=0.0, eos_ids=[eos])
+    result = sampler.generate(model, prompts, NEW_TOKENS, temperature=0.0, eos_ids=[eos])
     assert result.token_ids == hf_greedy(hf_model, prompts, NEW_TOKENS, eos_id=eos)
     assert result.finish_reasons[1] == "eos" and result.token_ids[1][-1] == eos
     for ids, reason in zip(result.token_ids, result.finish_reasons):
@@ -221,7 +224,7 @@ def full_forward_log_probs(model, prompts, generated, params: SamplingParams):
 ], ids=["greedy", "plain", "top_k_top_p"])
 def test_logprobs_equal_full_forward(tiny_model, tiny_sampler, params):
     prompts = make_prompts(1024, seed=2)
-    result = tiny_sampler.generate(prompts, 10, key=jax.random.key(0), temperature=params.temperature,
+    result = tiny_sampler.generate(tiny_model, prompts, 10, key=jax.random.key(0), temperature=params.temperature,
                                           top_k=params.top_k, top_p=params.top_p, eos_ids=())
     expected = full_forward_log_probs(tiny_model, prompts, result.token_ids, params)
     for lps, want in zip(result.logprobs, expected):
@@ -254,25 +257,25 @@ def test_top_k_then_top_p_keep_the_documented_support():
 # -- keys, greedy limits ------------------------------------------------------
 
 
-def test_fixed_key_reproduces_and_other_keys_differ(tiny_sampler):
+def test_fixed_key_reproduces_and_other_keys_differ(tiny_model, tiny_sampler):
     sampler = tiny_sampler
     prompts = make_prompts(1024, seed=3)
-    run = lambda seed: sampler.generate(prompts, 10, key=jax.random.key(seed), eos_ids=())  # noqa: E731
+    run = lambda seed: sampler.generate(tiny_model, prompts, 10, key=jax.random.key(seed), eos_ids=())  # noqa: E731
     first, again, other = run(0), run(0), run(1)
     assert first.token_ids == again.token_ids
     np.testing.assert_array_equal(np.concatenate(first.logprobs), np.concatenate(again.logprobs))
     assert first.token_ids != other.token_ids
-    legacy = sampler.generate(prompts, 10, key=jax.random.PRNGKey(0), eos_ids=())
+    legacy = sampler.generate(tiny_model, prompts, 10, key=jax.random.PRNGKey(0), eos_ids=())
     assert legacy.token_ids == first.token_ids
 
 
-def test_top_k_one_and_vanishing_temperature_equal_greedy(tiny_sampler):
+def test_top_k_one_and_vanishing_temperature_equal_greedy(tiny_model, tiny_sampler):
     sampler = tiny_sampler
     prompts = make_prompts(1024, seed=4)
-    greedy = sampler.generate(prompts, 10, temperature=0.0, eos_ids=())
-    top1 = sampler.generate(prompts, 10, key=jax.random.key(5), top_k=1, eos_ids=())
-    cold = sampler.generate(prompts, 10, key=jax.random.key(5), temperature=1e-4, eos_ids=())
-    hot = sampler.generate(prompts, 10, key=jax.random.key(5), temperature=1.0, eos_ids=())
+    greedy = sampler.generate(tiny_model, prompts, 10, temperature=0.0, eos_ids=())
+    top1 = sampler.generate(tiny_model, prompts, 10, key=jax.random.key(5), top_k=1, eos_ids=())
+    cold = sampler.generate(tiny_model, prompts, 10, key=jax.random.key(5), temperature=1e-4, eos_ids=())
+    hot = sampler.generate(tiny_model, prompts, 10, key=jax.random.key(5), temperature=1.0, eos_ids=())
     assert top1.token_ids == greedy.token_ids
     assert cold.token_ids == greedy.token_ids
     assert hot.token_ids != greedy.token_ids
@@ -294,7 +297,7 @@ def test_many_varied_calls_compile_a_bounded_number_of_programs(tiny_model):
 
     def run_all():
         for prompts, new, temperature, top_k in calls:
-            sampler.generate(prompts, new, key=jax.random.key(0), temperature=temperature, top_k=top_k,
+            sampler.generate(tiny_model, prompts, new, key=jax.random.key(0), temperature=temperature, top_k=top_k,
                              eos_ids=[int(rng.randint(1024))])
 
     run_all()
@@ -306,15 +309,15 @@ def test_many_varied_calls_compile_a_bounded_number_of_programs(tiny_model):
     compiled = sampler.num_compiles
     run_all()
     assert sampler.num_compiles == compiled
-    sampler.generate(calls[0][0], 3, temperature=0.0)  # greedy is another program shape
+    sampler.generate(tiny_model, calls[0][0], 3, temperature=0.0)  # greedy is another program shape
     assert sampler.num_compiles > compiled
 
 
 def test_batches_larger_than_max_batch_run_in_passes(tiny_model, tiny_sampler):
     prompts = make_prompts(1024, lengths=(5, 9, 2, 14, 7, 3), seed=5)
-    whole = tiny_sampler.generate(prompts, 6, temperature=0.0, eos_ids=())
+    whole = tiny_sampler.generate(tiny_model, prompts, 6, temperature=0.0, eos_ids=())
     passes = Sampler(tiny_model, SamplerConfig(max_batch=2))
-    split = passes.generate(prompts, 6, temperature=0.0, eos_ids=())
+    split = passes.generate(tiny_model, prompts, 6, temperature=0.0, eos_ids=())
     assert split.token_ids == whole.token_ids
     assert passes.trace_counts["prefill"] == 1  # three passes of 2 rows: one program
 
@@ -338,11 +341,11 @@ def first_stop(ids, stop):
 
 def test_stop_strings_trim_ids_and_text_exactly(tiny_model, tiny_sampler):
     prompts = make_prompts(1024, lengths=(4, 11, 6), seed=6)
-    free = tiny_sampler.generate(prompts, 24, temperature=0.0, eos_ids=(), tokenizer=letters)
+    free = tiny_sampler.generate(tiny_model, prompts, 24, temperature=0.0, eos_ids=(), tokenizer=letters)
     assert free.texts == [letters(ids) for ids in free.token_ids]
     stop = free.texts[1][5:7]  # spans tokens 5-6 of row 1 (or ends earlier if the pair repeats)
     sampler = Sampler(tiny_model, SamplerConfig(stop_check_interval=4))
-    result = sampler.generate(prompts, 24, temperature=0.0, eos_ids=(), stop_strings=["@@", stop],
+    result = sampler.generate(tiny_model, prompts, 24, temperature=0.0, eos_ids=(), stop_strings=["@@", stop],
                               tokenizer=letters)
     for r, ids in enumerate(free.token_ids):
         expected = first_stop(ids, stop)
@@ -357,27 +360,27 @@ def test_stop_strings_trim_ids_and_text_exactly(tiny_model, tiny_sampler):
     assert result.finish_reasons[1] == "stop" and len(result.token_ids[1]) <= 7
 
 
-def test_eos_text_leaves_out_the_eos_token_and_stop_needs_a_tokenizer(tiny_sampler):
+def test_eos_text_leaves_out_the_eos_token_and_stop_needs_a_tokenizer(tiny_model, tiny_sampler):
     prompts = make_prompts(1024, lengths=(4, 8), seed=7)
-    free = tiny_sampler.generate(prompts, 8, temperature=0.0, eos_ids=())
+    free = tiny_sampler.generate(tiny_model, prompts, 8, temperature=0.0, eos_ids=())
     eos = free.token_ids[0][3]
-    result = tiny_sampler.generate(prompts, 8, temperature=0.0, eos_ids=[eos], tokenizer=letters,
+    result = tiny_sampler.generate(tiny_model, prompts, 8, temperature=0.0, eos_ids=[eos], tokenizer=letters,
                                           stop_strings=["zzzzzzzz"])
     cut = free.token_ids[0].index(eos) + 1
     assert result.token_ids[0] == free.token_ids[0][:cut] and result.finish_reasons[0] == "eos"
     assert result.texts[0] == letters(free.token_ids[0][: cut - 1])
     with pytest.raises(ValueError, match="need a tokenizer"):
-        tiny_sampler.generate(prompts, 8, temperature=0.0, stop_strings=["x"])
+        tiny_sampler.generate(tiny_model, prompts, 8, temperature=0.0, stop_strings=["x"])
 
 
-def test_stop_strings_with_a_transformers_tokenizer(tiny_sampler):
+def test_stop_strings_with_a_transformers_tokenizer(tiny_model, tiny_sampler):
     tok = AutoTokenizer.from_pretrained(os.path.join(os.path.dirname(cmat_jax.__file__), "assets", "tokenizer"))
     prompt = tok.encode("SELECT name FROM users WHERE")
-    free = tiny_sampler.generate([prompt], 16, temperature=0.0, eos_ids=(), tokenizer=tok)
+    free = tiny_sampler.generate(tiny_model, [prompt], 16, temperature=0.0, eos_ids=(), tokenizer=tok)
     text = free.texts[0]
     assert text == tok.decode(free.token_ids[0])
     stop = text[len(text) // 2: len(text) // 2 + 2]
-    result = tiny_sampler.generate([prompt], 16, temperature=0.0, eos_ids=(), tokenizer=tok,
+    result = tiny_sampler.generate(tiny_model, [prompt], 16, temperature=0.0, eos_ids=(), tokenizer=tok,
                                           stop_strings=[stop])
     assert result.finish_reasons == ["stop"]
     assert result.texts[0] == text[: text.index(stop)]
@@ -390,26 +393,26 @@ def test_stop_strings_with_a_transformers_tokenizer(tiny_sampler):
 def test_requests_that_do_not_fit_fail_before_compiling(tiny_model):
     sampler = Sampler(tiny_model, SamplerConfig(max_len=64))
     with pytest.raises(ValueError, match=r"prompt 1 has 60 tokens; with max_new_tokens=10 it needs 70 positions"):
-        sampler.generate([[1, 2], [3] * 60], 10, temperature=0.0)
+        sampler.generate(tiny_model, [[1, 2], [3] * 60], 10, temperature=0.0)
     default = Sampler(tiny_model)  # the tiny preset's context is 2048 positions
     with pytest.raises(ValueError, match="allows 2048"):
-        default.generate([[1] * 2000], 100, temperature=0.0)
+        default.generate(tiny_model, [[1] * 2000], 100, temperature=0.0)
     with pytest.raises(ValueError, match="largest configured bucket 32"):
-        Sampler(tiny_model, SamplerConfig(prompt_buckets=(16, 32))).generate([[1] * 40], 4, temperature=0.0)
+        Sampler(tiny_model, SamplerConfig(prompt_buckets=(16, 32))).generate(tiny_model, [[1] * 40], 4, temperature=0.0)
     with pytest.raises(ValueError, match="prompt 0 is empty"):
-        sampler.generate([[]], 4, temperature=0.0)
+        sampler.generate(tiny_model, [[]], 4, temperature=0.0)
     with pytest.raises(ValueError, match="outside the model's vocabulary"):
-        sampler.generate([[5, 1024]], 4, temperature=0.0)
+        sampler.generate(tiny_model, [[5, 1024]], 4, temperature=0.0)
     with pytest.raises(ValueError, match="needs key="):
-        sampler.generate([[5]], 4, temperature=0.8)
+        sampler.generate(tiny_model, [[5]], 4, temperature=0.8)
     with pytest.raises(ValueError, match="temperature must be"):
-        sampler.generate([[5]], 4, temperature=-1.0, key=jax.random.key(0))
+        sampler.generate(tiny_model, [[5]], 4, temperature=-1.0, key=jax.random.key(0))
     with pytest.raises(ValueError, match="max_new_tokens must be a positive int"):
-        sampler.generate([[5]], 0, temperature=0.0)
+        sampler.generate(tiny_model, [[5]], 0, temperature=0.0)
     with pytest.raises(TypeError, match="wrap it in a list"):
-        sampler.generate([[5]], 4, temperature=0.0, stop_strings="```", tokenizer=letters)
+        sampler.generate(tiny_model, [[5]], 4, temperature=0.0, stop_strings="```", tokenizer=letters)
     with pytest.raises(ValueError, match="one key per call"):
-        sampler.generate([[5]], 4, key=jax.random.split(jax.random.key(0), 2))
+        sampler.generate(tiny_model, [[5]], 4, key=jax.random.split(jax.random.key(0), 2))
     assert sampler.num_compiles == default.num_compiles == 0
     with pytest.raises(ValueError, match="exceeds the model's context of 2048"):
         Sampler(tiny_model, SamplerConfig(max_len=4096))

@@ -40,9 +40,10 @@ def _child() -> None:
     prompts = [rng.randint(0, 1024, n).tolist() for n in (3, 21, 9, 14)]
     letters = lambda ids: "".join(chr(ord("a") + t % 26) for t in ids)  # noqa: E731
 
-    reference = Sampler(make_model()).generate(prompts, 12, temperature=0.0, eos_ids=())
+    base = make_model()
+    reference = Sampler(base).generate(base, prompts, 12, temperature=0.0, eos_ids=())
     stop = letters(reference.token_ids[1])[6:8]
-    reference_stop = Sampler(make_model()).generate(prompts, 12, temperature=0.0, eos_ids=(), stop_strings=[stop],
+    reference_stop = Sampler(base).generate(base, prompts, 12, temperature=0.0, eos_ids=(), stop_strings=[stop],
                                                     tokenizer=letters)
     for sizes in ((1, 1, 8), (2, 1, 4)):
         mesh = make_mesh(*sizes)
@@ -54,15 +55,15 @@ def _child() -> None:
         assert "tensor" in str(kernel.sharding.spec), kernel.sharding
 
         sampler = Sampler(model, SamplerConfig(stop_check_interval=4), mesh=mesh)
-        result = sampler.generate(prompts, 12, temperature=0.0, eos_ids=())
+        result = sampler.generate(model, prompts, 12, temperature=0.0, eos_ids=())
         assert result.token_ids == reference.token_ids, (sizes, result.token_ids, reference.token_ids)
         for ours, ref in zip(result.logprobs, reference.logprobs):
             np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
-        stopped = sampler.generate(prompts, 12, temperature=0.0, eos_ids=(), stop_strings=[stop], tokenizer=letters)
+        stopped = sampler.generate(model, prompts, 12, temperature=0.0, eos_ids=(), stop_strings=[stop], tokenizer=letters)
         assert stopped.token_ids == reference_stop.token_ids and stopped.texts == reference_stop.texts
         assert stopped.finish_reasons[1] == "stop"
         compiled = sampler.num_compiles
-        sampler.generate(prompts, 12, temperature=0.0, eos_ids=())
+        sampler.generate(model, prompts, 12, temperature=0.0, eos_ids=())
         assert sampler.num_compiles == compiled, sampler.trace_counts
     print("sharded decoding ok")
 

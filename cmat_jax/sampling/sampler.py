@@ -140,17 +140,21 @@ class _Programs:
 class Sampler:
     """Generates from an nnx Transformer (with or without LoRA, merged or not).
 
-    The model's current weights are read at every `generate` call, so a Sampler
-    made once keeps following a model that is being trained. With `mesh`, the
-    weights are placed by the project's sharding rules (a no-op when they already
-    are, e.g. the training state) and activations are constrained to the mesh.
+    The Sampler keeps the model's structure (its graph definition), never its
+    weights: every `generate` call takes the weights to sample with. A training
+    step that donates the adapters therefore cannot leave a Sampler holding
+    freed buffers; the caller passes the state the update returned. With `mesh`,
+    the weights are placed by the project's sharding rules (a no-op when they
+    already are, e.g. the training state) and activations are constrained to the
+    mesh.
 
     `trace_counts` counts traces of the prefill and decode programs (each trace
     is one compilation); `num_compiles` is their sum.
     """
 
     def __init__(self, model: nnx.Module, config: SamplerConfig = SamplerConfig(), *, mesh: Optional[Mesh] = None):
-        self.model = model
+        self.graphdef = nnx.graphdef(model)  # structure only: the weights come with each call
+        self.dtype = model.dtype
         self.config = config
         self.mesh = mesh
         self.model_cfg = model.cfg
@@ -172,15 +176,20 @@ class Sampler:
 
     # -- public API -------------------------------------------------------
 
-    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, key=None,
+    def generate(self, weights, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, key=None,
                  temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
                  eos_ids: Optional[Sequence[int]] = None, stop_strings: Sequence[str] = (),
                  tokenizer=None) -> GenerateResult:
         """Generates up to `max_new_tokens` for every prompt.
 
-        key: a jax PRNG key (required unless temperature == 0). Row i draws with
-          fold_in(key, i) and step s with fold_in(that, s), so a row's sample does
-          not depend on how the batch was padded or split.
+        weights: the weights to sample with: an nnx.State of a model with this
+          Sampler's structure, a tuple of States that together make one (e.g.
+          `(lora, frozen)` as the trainer holds them), or the model itself.
+        key: a jax PRNG key (required unless temperature == 0), or one key per
+          prompt (shape [len(prompts)]). Row i draws with its own key (fold_in(key,
+          i) for a single key) and step s with fold_in(that, s), so a row's sample
+          does not depend on how the batch was padded or split, and rows given
+          their own keys draw the same whatever other rows share the call.
         eos_ids: ids that end a row (kept as its last token); None = the model's
           eos_token_id, () = none.
         stop_strings: end a row when its text contains one; needs `tokenizer`
@@ -198,18 +207,17 @@ class Sampler:
         elif key is None:
             raise ValueError(f"sampling with temperature {temperature} needs key=jax.random.key(seed); "
                              "use temperature=0 for greedy decoding")
-        else:
-            key = _typed_key(key)
+        row_keys = _row_keys(_typed_key(key, len(prompts)), len(prompts))
 
-        graphdef, state = nnx.split(self.model)
-        programs = self._programs_for(graphdef)
+        state = self._weights_state(weights)
+        programs = self._programs_for(self.graphdef)
         if self.mesh is not None:
             state = jax.device_put(state, state_shardings(state, self.mesh))
 
         n = len(prompts)
         step = self.max_batch or n
         parts = [
-            self._generate_group(programs, state, prompts[i:i + step], i, max_new_tokens, params, key, eos,
+            self._generate_group(programs, state, prompts[i:i + step], row_keys[i:i + step], max_new_tokens, params, eos,
                                  stops, detokenize)
             for i in range(0, n, step)
         ]
@@ -224,6 +232,24 @@ class Sampler:
         return result
 
     # -- validation -------------------------------------------------------
+
+    def _weights_state(self, weights) -> nnx.State:
+        if isinstance(weights, nnx.Module):
+            graphdef, state = nnx.split(weights)
+            if graphdef != self.graphdef:
+                raise ValueError("the model passed to generate has another structure than the one this Sampler "
+                                 "was built for; build a Sampler for it")
+        elif isinstance(weights, nnx.State):
+            state = weights
+        elif isinstance(weights, (tuple, list)) and weights and all(isinstance(w, nnx.State) for w in weights):
+            state = nnx.merge_state(*weights)
+        else:
+            raise TypeError(f"generate's first argument must be the weights to sample with (an nnx.State, a tuple "
+                            f"of States such as (lora, frozen), or the model), found {type(weights).__name__}")
+        if any(isinstance(x, jax.Array) and x.is_deleted() for x in jax.tree.leaves(state)):
+            raise ValueError("some of the weights passed to generate were donated to (and freed by) a training "
+                             "step; pass the state that the step returned")
+        return state
 
     def _check_prompts(self, prompts, max_new_tokens) -> list[list[int]]:
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
@@ -285,7 +311,7 @@ class Sampler:
             p = min(p, limit - max_new)
         return b, p, n, size
 
-    def _generate_group(self, programs, state, prompts, first_row, max_new, params, key, eos, stops,
+    def _generate_group(self, programs, state, prompts, row_keys, max_new, params, eos, stops,
                         detokenize) -> GenerateResult:
         cfg = self.config
         rows = len(prompts)
@@ -296,12 +322,13 @@ class Sampler:
             tokens_bp[r, p - len(ids):] = ids
             lengths_b[r] = len(ids)
         active_b = np.arange(b) < rows
-        row_ids_b = (first_row + np.arange(b)).astype(np.int32)
+        # Padding rows draw with copies of the first row's key; their tokens are discarded.
+        row_keys_b = jnp.concatenate([row_keys, jnp.broadcast_to(row_keys[:1], (b - rows,))]) if b > rows else row_keys
         mode = params.mode
         policy = (*params.values(), jnp.asarray(eos), jnp.asarray(max_new, jnp.int32))
 
         with activation_sharding(self.mesh):
-            ds = programs.prefill(state, tokens_bp, lengths_b, active_b, row_ids_b, key, *policy,
+            ds = programs.prefill(state, tokens_bp, lengths_b, active_b, row_keys_b, *policy,
                                   cache_size=cache_size, new_bucket=n, mode=mode)
             stop_at: dict[int, tuple[int, int]] = {}
             if not stops:
@@ -353,7 +380,7 @@ class Sampler:
     def _build_programs(self, graphdef) -> _Programs:
         model_cfg, use_lora = self.model_cfg, self.config.use_lora
         unroll_decode = self.config.unroll_decode_layers
-        cache_dtype = self.config.cache_dtype or self.model.dtype
+        cache_dtype = self.config.cache_dtype or self.dtype
         pad_id = self.config.pad_id
         counts = self.trace_counts
 
@@ -391,7 +418,7 @@ class Sampler:
                 step=count,
             )
 
-        def prefill(state, tokens_bp, lengths_b, active_b, row_ids_b, key, temperature, top_k, top_p,
+        def prefill(state, tokens_bp, lengths_b, active_b, row_keys_b, temperature, top_k, top_p,
                     eos_e, max_new, *, cache_size: int, new_bucket: int, mode: PolicyMode) -> DecodeState:
             counts["prefill"] += 1
             b, p = tokens_bp.shape
@@ -409,7 +436,7 @@ class Sampler:
                 done_b=~active_b,
                 length_b=jnp.zeros((b,), jnp.int32),
                 reason_b=jnp.zeros((b,), jnp.int32),
-                row_keys_b=jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, row_ids_b),
+                row_keys_b=row_keys_b,
                 step=jnp.zeros((), jnp.int32),
             )
             return sample_step(ds, logits_bv, temperature, top_k, top_p, eos_e, max_new, mode)
@@ -469,15 +496,23 @@ def _find_stops(tokens_bn, done_b, length_b, reason_b, step, rows, checked, stop
     return stopped_b
 
 
-def _typed_key(key) -> jax.Array:
-    """A typed key from jax.random.key(seed) or a legacy jax.random.PRNGKey(seed)."""
+def _typed_key(key, rows: int) -> jax.Array:
+    """Typed key(s) from jax.random.key(seed) or legacy jax.random.PRNGKey(seed) values: one, or one per row."""
     key = jnp.asarray(key)
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.dtype != jnp.uint32:
+        if key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
             raise ValueError(f"key must be jax.random.key(seed) or jax.random.PRNGKey(seed), got {key.dtype}{key.shape}")
         key = jax.random.wrap_key_data(key)
-    if key.shape != ():
-        raise ValueError(f"key must be a single key, got a batch of shape {key.shape}; pass one key per call")
+    if key.shape not in ((), (rows,)):
+        raise ValueError(f"key has shape {key.shape}; pass one key per call (shape ()) or one key per prompt "
+                         f"(shape ({rows},))")
+    return key
+
+
+def _row_keys(key: jax.Array, rows: int) -> jax.Array:
+    """One typed key per row: fold_in(key, i) for a single key, the given keys otherwise."""
+    if key.shape == ():
+        return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(rows, dtype=jnp.int32))
     return key
 
 
@@ -487,4 +522,4 @@ def greedy_generate(model: nnx.Module, prompts: Sequence[Sequence[int]], max_new
     """Greedy token ids per prompt: exactly `max_new_tokens` each unless `eos_ids`
     are given (then a row ends at, and includes, its first EOS)."""
     sampler = Sampler(model, SamplerConfig(use_lora=use_lora), mesh=mesh)
-    return sampler.generate(prompts, max_new_tokens, temperature=0.0, eos_ids=eos_ids).token_ids
+    return sampler.generate(model, prompts, max_new_tokens, temperature=0.0, eos_ids=eos_ids).token_ids
