@@ -4,10 +4,10 @@ import copy
 import json
 import os
 
-from cmat_jax.envs.sql.tasks import parse_task
+from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS, parse_task
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEV_TASKS = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "dbbench", "dev.jsonl"))
+DEV_TASKS = DBBENCH_DEV_TASKS  # shipped with the package
 
 PEOPLE = {
     "table_name": "People",

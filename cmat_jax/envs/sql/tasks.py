@@ -170,3 +170,9 @@ def load_tasks(path: str | os.PathLike) -> list[SqlTask]:
     if not tasks:
         raise TaskFormatError(f"{path}: holds no tasks; expected one DBBench JSON object per line")
     return tasks
+
+
+# The 60 DBBench v0.2 dev tasks (THUDM/AgentBench, Apache-2.0), shipped with the package: see
+# cmat_jax/assets/dbbench/README.md. For evaluation and model selection only, never for training.
+DBBENCH_DEV_TASKS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                 "assets", "dbbench", "dev.jsonl")
