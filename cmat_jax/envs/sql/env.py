@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from cmat_jax.envs.base import ASSISTANT, USER, Message, Step
+from cmat_jax.chat import ASSISTANT, USER, Message
+from cmat_jax.envs.base import Step
 from cmat_jax.envs.sql import grading
 from cmat_jax.envs.sql.checker import Checker, Verdict
 from cmat_jax.envs.sql.database import EpisodeDatabase, Limits, MysqlError, TableImage, build_image
@@ -79,9 +80,10 @@ class SqlEnv:
 
     _MAX_CACHED_IMAGES = 4096
 
-    def __init__(self, config: SqlEnvConfig = SqlEnvConfig()):
+    def __init__(self, config: SqlEnvConfig = SqlEnvConfig(), image_cache: dict | None = None):
+        """`image_cache`: a dict shared by environments that play the same tasks (one image per task)."""
         self.config = config
-        self._images: dict[int, tuple[SqlTask, TableImage]] = {}
+        self._images: dict[int, tuple[SqlTask, TableImage]] = {} if image_cache is None else image_cache
         self._task: SqlTask | None = None
         self._db: EpisodeDatabase | None = None
         self._checker: Checker | None = None
@@ -111,17 +113,30 @@ class SqlEnv:
         self._rejections = 0
         return (Message(USER, DBBENCH_INSTRUCTIONS), Message(ASSISTANT, INSTRUCTIONS_REPLY), Message(USER, task.prompt))
 
-    def step(self, text: str) -> Step:
+    def pending_sql(self, text: str) -> str | None:
+        """The statement `step(text)` would execute, or None when the reply ends the episode."""
+        action = _ACTION.search(text)
+        if action and action.group(1) == "Operation" and self._rounds < self.config.max_rounds:
+            block = _SQL_BLOCK.search(text)
+            return None if block is None else block.group(1).strip().replace("\n", " ")
+        return None
+
+    def step(self, text: str, rejection: Verdict | None = None) -> Step:
+        """Applies the agent's reply. `rejection`: a Checker role's verdict against the reply's
+        statement; the statement then does not run, it uses up its round, and the verdict's
+        reason is the observation."""
         if self._done:
             raise RuntimeError("the episode is over (or was never started); call reset(task) first")
         if not isinstance(text, str):
             raise TypeError(f"step expects the agent's reply as a string, found {type(text).__name__}")
         action = _ACTION.search(text)
         if action and action.group(1) == "Operation" and self._rounds < self.config.max_rounds:
-            block = _SQL_BLOCK.search(text)
-            if block is None:
+            sql = self.pending_sql(text)
+            if sql is None:
                 return self._finish(FORMAT_FAILURE, "")
-            return self._operate(block.group(1).strip().replace("\n", " "))
+            if rejection is not None:
+                return self._reject(sql, rejection)
+            return self._operate(sql)
         final = _FINAL_ANSWER.search(text)
         answer = final.group(1) if final else ""
         status = COMPLETED if final else FORMAT_FAILURE
@@ -149,6 +164,13 @@ class SqlEnv:
             "round": self._rounds,
         }
         return Step(observation, 0.0, False, info)
+
+    def _reject(self, sql: str, verdict: Verdict) -> Step:
+        self._rounds += 1
+        self._rejections += 1
+        info = {"action": "operation", "sql": sql, "verdict": verdict, "executed": False, "error": None,
+                "round": self._rounds}
+        return Step(verdict.reason[: self.config.limits.max_output_chars], 0.0, False, info)
 
     def _finish(self, status: str, answer: str) -> Step:
         task = self._task
