@@ -22,19 +22,19 @@ does not extend the previous text (or old observations were dropped to fit
 `prompt_budget`), the prompt is rendered anew and a new segment starts. Text is
 never re-tokenized into a prompt otherwise.
 
-Randomness: an episode's key is fold_in(key, uid) with a uid fixed by (task
-index, sample, trial), and each call folds in the role and turn. So results do
-not depend on which or how many episodes share a sampler call.
+Randomness: an episode's key is derived from the run's key, its task id, sample
+and trial, and each call folds in the role and turn. So results do not depend
+on which or how many episodes share a sampler call.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+import zlib
 from typing import Any, Optional, Sequence
 
 import jax
-import numpy as np
 
 from cmat_jax.agents import prompts as prompt_lib
 from cmat_jax.agents.memory import ReflectionMemory, fit_observations, render_memory
@@ -178,7 +178,7 @@ class RolloutEngine:
         messages = user.opening(env.reset(task), render_memory(shown))
         trajectory = Trajectory(task_id=task.task_id, task_type=task.task_type, group_id=index, sample=sample,
                                 trial=trial, memory_shown=list(shown))
-        episode = _Episode(uid, task, trajectory, env, messages, None if key is None else jax.random.fold_in(key, uid))
+        episode = _Episode(uid, task, trajectory, env, messages, None if key is None else episode_key(key, task, sample, trial))
         if self.config.static_checker:
             episode.checker = Checker.for_task(task)
         if self.tokenizer is not None:
@@ -365,6 +365,13 @@ class RolloutEngine:
                 finish_reason=reply.finish_reason, text=reply.text))
             memory.add(episode.task.task_id, reply.text)
         self.stats.reflection_s += time.perf_counter() - start
+
+
+def episode_key(key: jax.Array, task: SqlTask, sample: int, trial: int) -> jax.Array:
+    """The episode's PRNG key: a function of the task id, sample and trial only, so an episode
+    draws the same tokens whatever batch it runs in."""
+    key = jax.random.fold_in(key, zlib.crc32(task.task_id.encode("utf-8")) & 0x7FFFFFFF)
+    return jax.random.fold_in(jax.random.fold_in(key, sample), trial)
 
 
 def checker_reward(turn: Turn, trajectory: Trajectory) -> float:
