@@ -2,6 +2,10 @@
 
 INSERT/UPDATE/DELETE tasks: runs the gold SQL, then answers. SELECT-family tasks:
 answers with the label at once. On a faithful environment it scores 100%.
+
+With `query_first=True` (demonstrations for training) a SELECT-family task with a
+gold query runs that query before answering, so the answer follows from what
+the episode showed, as a model's must.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ class OracleAgent:
 
     name = "oracle"
 
-    def __init__(self):
+    def __init__(self, query_first: bool = False):
+        self.query_first = query_first
         self._task: SqlTask | None = None
         self._operated = False
 
@@ -37,7 +42,7 @@ class OracleAgent:
     def act(self, history: Sequence[Message]) -> str:
         if self._task is None:
             raise RuntimeError("OracleAgent.act called before begin(task)")
-        if self._task.is_mutation and not self._operated:
+        if not self._operated and (self._task.is_mutation or (self.query_first and self._task.gold_query)):
             self._operated = True
-            return operation_reply(self._task.gold_sql)
+            return operation_reply(self._task.gold_sql if self._task.is_mutation else self._task.gold_query)
         return answer_reply([] if self._task.is_mutation else self._task.label)

@@ -36,6 +36,15 @@ CHECKER_INSTRUCTIONS = (
     "Reason: <one sentence>"
 )
 
+# A short statement of DBBench's protocol (the same actions and answer format) for small demo models,
+# whose prompt cost is dominated by the 446-token original (bundled tokenizer): instructions='short'.
+SHORT_INSTRUCTIONS = (
+    "Answer the question with a MySQL database. Each turn, either run one SQL statement:\n"
+    "Action: Operation\n```sql\nSELECT * FROM table WHERE condition;\n```\n"
+    "or give the final answer:\n"
+    "Action: Answer\nFinal Answer: [\"ANSWER1\", ...]"
+)
+
 _VERDICT = re.compile(r"Verdict:\s*(APPROVE|REJECT)\b", re.IGNORECASE)
 _REASON = re.compile(r"Reason:\s*(.*)")
 MAX_SHOWN_CHARS = 400  # an observation shown in a reflection prompt is cut to this

@@ -9,12 +9,13 @@ curriculum off every task is equally likely.
 
 The opening of an episode is DBBench v0.2's: the instructions, the agent's
 "Ok.", then the task. A retry's memory block goes right before the task, in the
-same user turn.
+same user turn. `instructions` replaces DBBench's instruction text (the demo's
+tiny model uses prompts.SHORT_INSTRUCTIONS); None keeps it verbatim.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -23,7 +24,8 @@ from cmat_jax.envs.sql.tasks import SqlTask
 
 
 class User:
-    def __init__(self, tasks: Sequence[SqlTask], *, seed: int, curriculum: bool = True, boost: float = 3.0):
+    def __init__(self, tasks: Sequence[SqlTask], *, seed: int, curriculum: bool = True, boost: float = 3.0,
+                 instructions: Optional[str] = None):
         if not tasks:
             raise ValueError("the User's task pool is empty; give it at least one task")
         ids = [t.task_id for t in tasks]
@@ -33,6 +35,7 @@ class User:
         if boost < 1.0:
             raise ValueError(f"curriculum boost must be >= 1 (1 = uniform), found {boost}")
         self.tasks = list(tasks)
+        self.instructions = instructions
         self.curriculum = curriculum
         self.boost = boost
         self._rng = np.random.Generator(np.random.PCG64(seed))
@@ -62,6 +65,8 @@ class User:
     def opening(self, env_opening: Sequence[Message], memory: str = "") -> list[Message]:
         """The environment's opening turns with `memory` placed before the task in the last user turn."""
         turns = list(env_opening)
+        if self.instructions is not None:
+            turns[0] = Message(turns[0].role, self.instructions)
         if memory:
             last = turns[-1]
             if last.role != USER:

@@ -43,6 +43,9 @@ class SqlTask:
     label: tuple[Any, ...]
     # Mutations only: the expected table state, as DBBench prints the hash query's result.
     answer_md5: str | None = None
+    # `sql.query` of the record when present: a gold SELECT that demonstrations may run. DBBench's own
+    # are often malformed; generated tasks' are executed to make their labels.
+    gold_query: str | None = None
 
     @property
     def is_mutation(self) -> bool:
@@ -136,7 +139,14 @@ def parse_task(record: Any, where: str) -> SqlTask:
         rows=tuple(rows),
         label=tuple(label),
         answer_md5=answer_md5,
+        gold_query=_gold_query(record),
     )
+
+
+def _gold_query(record: dict) -> str | None:
+    sql = record.get("sql")
+    query = sql.get("query") if isinstance(sql, dict) else None
+    return query if isinstance(query, str) and query.strip() else None
 
 
 def load_tasks(path: str | os.PathLike) -> list[SqlTask]:
