@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import zlib
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 
@@ -137,13 +137,19 @@ class RolloutEngine:
         self._envs: list[SqlEnv] = []
         self._images: dict = {}
         self.stats = RolloutStats()
+        self._on_finish: Optional[Callable[[Trajectory], None]] = None
 
     # -- public ------------------------------------------------------------
 
     def run(self, tasks: Sequence[SqlTask], *, group_size: int = 1, key: Optional[jax.Array] = None,
             weights: Optional[dict[str, Any]] = None, memory: Optional[ReflectionMemory] = None,
-            user: Optional[User] = None) -> list[Trajectory]:
-        """Every trial of every (task, sample) episode; trajectories ordered by trial, task, sample."""
+            user: Optional[User] = None, on_finish: Optional[Callable[[Trajectory], None]] = None
+            ) -> list[Trajectory]:
+        """Every trial of every (task, sample) episode; trajectories ordered by trial, task, sample.
+
+        `on_finish(trajectory)` is called as each trial's episode ends (status and reward set, before
+        any reflection on it is written), e.g. to drive a progress bar.
+        """
         weights = weights or {}
         memory = memory if memory is not None else ReflectionMemory()
         user = user or User(tasks, seed=0, curriculum=False)
@@ -151,6 +157,7 @@ class RolloutEngine:
             raise ValueError("sampling with temperature > 0 needs a key; pass key=jax.random.key(seed)")
         start = time.perf_counter()
         stats_before = dataclasses.replace(self.stats)
+        self._on_finish = on_finish
         pending = [(index, task, sample) for index, task in enumerate(tasks) for sample in range(group_size)]
         trajectories: list[Trajectory] = []
         for trial in range(self.config.trials):
@@ -308,6 +315,8 @@ class RolloutEngine:
         episode.done = True
         if hasattr(self.assistant, "forget"):
             self.assistant.forget(episode.uid)
+        if self._on_finish is not None:
+            self._on_finish(trajectory)
 
     # -- prompts -----------------------------------------------------------
 
