@@ -14,7 +14,6 @@ which computes the same function and needs no remote code.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from typing import Iterator, Optional
@@ -26,6 +25,7 @@ from flax import nnx
 
 from cmat_jax import sharding as sharding_lib
 from cmat_jax.checkpoints.safetensors_io import CheckpointError, SafetensorsDir, write_safetensors, write_sharded
+from cmat_jax.fileio import write_json_atomic
 from cmat_jax.models.config import ModelConfig, load_hf_config, to_hf_config
 from cmat_jax.models.lora import LoRA, LoRAConfig, lora_delta
 from cmat_jax.models.transformer import Transformer
@@ -276,11 +276,7 @@ def _copy_tokenizer_files(source_dir: Optional[str], out_dir: str) -> list[str]:
 
 
 def _write_json(path: str, obj: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj, indent=2, sort_keys=True)
 
 
 def save_hf_model(model: Transformer, out_dir: str, *, source_dir: Optional[str] = None, dtype=None,

@@ -16,6 +16,8 @@ from typing import Iterable, Mapping
 import ml_dtypes
 import numpy as np
 
+from cmat_jax.fileio import atomic_write, write_json_atomic
+
 DTYPES = {
     "F64": np.dtype(np.float64),
     "F32": np.dtype(np.float32),
@@ -175,13 +177,11 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: Ma
         arrays.append(arr)
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # align the data section to 8 bytes
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for arr in arrays:
             f.write(arr.tobytes())
-    os.replace(tmp, path)
 
 
 def write_sharded(out_dir: str, tensors: Iterable[tuple[str, np.ndarray]], max_shard_bytes: int,
@@ -227,9 +227,7 @@ def write_sharded(out_dir: str, tensors: Iterable[tuple[str, np.ndarray]], max_s
         weight_map.update({t: final for t in names})
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     index_path = os.path.join(out_dir, f"{prefix}.safetensors.index.json")
-    with open(index_path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(index, f, indent=2, sort_keys=True)
-    os.replace(index_path + ".tmp", index_path)
+    write_json_atomic(index_path, index, indent=2, sort_keys=True)
     return finals
 
 

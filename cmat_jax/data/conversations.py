@@ -10,6 +10,7 @@ turn means it contributes no loss (AgentInstruct marks its "Ok." replies this
 way); true on a user or system turn is refused. A JSONL file is parsed whole
 when opened, so a malformed line fails at once with its path and line number;
 for data sets too large for that, build a TFDS dataset (tools/build_tfds.py).
+`data/sources.py` opens either kind from a path.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from cmat_jax.chat import Message, check_message
+from cmat_jax.fileio import read_jsonl
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 OPENAI_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
@@ -87,24 +89,9 @@ class JsonlConversations:
             raise FileNotFoundError(f"conversation file {self.path} does not exist")
         self._messages: list[list[Message]] = []
         self._lines: list[int] = []
-        with self.path.open("rb") as handle:
-            for line_number, raw in enumerate(handle, start=1):
-                where = f"{self.path}:{line_number}"
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    raise DataError(f"{where}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as error:
-                    raise DataError(
-                        f"{where}: not valid JSON ({error.msg} at column {error.colno}); each line must "
-                        f"hold one JSON object"
-                    ) from None
-                self._messages.append(parse_conversation(record, where))
-                self._lines.append(line_number)
+        for line in read_jsonl(self.path, DataError):
+            self._messages.append(parse_conversation(line.value, f"{self.path}:{line.number}"))
+            self._lines.append(line.number)
         if not self._messages:
             raise DataError(f"{self.path} holds no conversations (the file is empty or all lines are blank)")
 
@@ -119,18 +106,3 @@ class JsonlConversations:
 
     def describe(self, index: int) -> str:
         return f"{self.path}:{self._lines[index]}"
-
-
-def open_conversations(path: str | Path, split: str = "train") -> ConversationSource:
-    """A JSONL file, or a TFDS dataset directory written by tools/build_tfds.py."""
-    path = Path(path)
-    if path.is_dir():
-        from cmat_jax.data.tfds_source import TfdsConversations
-
-        return TfdsConversations(path, split)
-    if path.is_file():
-        return JsonlConversations(path)
-    raise FileNotFoundError(
-        f"conversation source {path} does not exist; expected a .jsonl file or a TFDS dataset "
-        f"directory built by tools/build_tfds.py"
-    )

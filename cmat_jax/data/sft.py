@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from cmat_jax.data.batching import BatchSpec, SftBatches
-from cmat_jax.data.conversations import ConversationSource, DataError, open_conversations
+from cmat_jax.data.conversations import ConversationSource, DataError
 from cmat_jax.data.mixture import MixtureSchedule
+from cmat_jax.data.sources import open_conversations
 from cmat_jax.data.tokenizer import encode_conversation
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmat_jax.data.conversations import DataError, JsonlConversations, open_conversations
+from cmat_jax.data.conversations import DataError, JsonlConversations
+from cmat_jax.data.sources import open_conversations
 from cmat_jax.data.sft import make_sft_batches
 from cmat_jax.data.tokenizer import Message, load_tokenizer
 
@@ -76,7 +77,7 @@ def test_unreadable_files(tmp_path):
         JsonlConversations(empty)
     latin1 = tmp_path / "latin1.jsonl"
     latin1.write_bytes(json.dumps(OPENAI).encode() + b"\n" + '{"messages": "caf\xe9"}'.encode("latin-1") + b"\n")
-    with pytest.raises(DataError, match=r"latin1\.jsonl:2: not valid UTF-8"):
+    with pytest.raises(DataError, match=r"latin1\.jsonl:2: not UTF-8 text \(byte 0xe9 at column 18\)"):
         JsonlConversations(latin1)
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Union
+
+from cmat_jax.fileio import read_jsonl
 
 Cell = Union[str, int, float, None]
 
@@ -156,27 +157,13 @@ def load_tasks(path: str | os.PathLike) -> list[SqlTask]:
         raise FileNotFoundError(f"DBBench task file {path!r} does not exist; pass the path of a DBBench .jsonl file")
     name = os.path.basename(path)
     tasks = []
-    with open(path, "rb") as f:
-        for line_number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise TaskFormatError(f"{path}:{line_number}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
-                                      f"{e.start + 1}); DBBench task files are UTF-8 JSON lines") from None
-            if not line.strip():
-                continue
-            where = f"{name}:{line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TaskFormatError(f"{path}:{line_number}: not valid JSON ({e.msg} at column {e.colno})") from None
-            except RecursionError:
-                raise TaskFormatError(f"{path}:{line_number}: JSON nested too deeply to be a DBBench task") from None
-            try:
-                tasks.append(parse_task(record, where))
-            except TaskFormatError as e:
-                # Re-raise with the full path rather than the short task id.
-                raise TaskFormatError(str(e).replace(where, f"{path}:{line_number}", 1)) from None
+    for line in read_jsonl(path, TaskFormatError):
+        where = f"{name}:{line.number}"
+        try:
+            tasks.append(parse_task(line.value, where))
+        except TaskFormatError as e:
+            # Re-raise with the full path rather than the short task id.
+            raise TaskFormatError(str(e).replace(where, f"{path}:{line.number}", 1)) from None
     if not tasks:
         raise TaskFormatError(f"{path}: holds no tasks; expected one DBBench JSON object per line")
     return tasks
