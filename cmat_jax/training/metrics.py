@@ -1,49 +1,75 @@
 """Training metrics: one JSON object per logged step in <workdir>/metrics.jsonl,
-and the same scalars as TensorBoard event files in <workdir>/tensorboard/."""
+and the same scalars as TensorBoard event files in <workdir>/tensorboard/.
+
+A resumed run re-runs the steps logged after its last checkpoint, so
+`truncate_metrics_after` drops those steps from both places and each step
+appears once. `check_metrics_file` reads metrics.jsonl without changing it and
+names the first bad line: call it before anything expensive is built.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
-from typing import Mapping
+from typing import Mapping, Optional
 
-from absl import logging
+from cmat_jax.fileio import JsonlError, JsonlLine, atomic_write, read_jsonl
+from cmat_jax.training.tb_events import drop_events_after
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+# Event file names carry the second they were opened; this suffix keeps two writers opened
+# in the same second (a quick resume) from overwriting each other's file.
+_WRITER_NUMBERS = itertools.count()
+
+
+def check_metrics_file(path: str) -> list[JsonlLine]:
+    """The records of a metrics.jsonl (none if it does not exist), each an object with an integer step.
+
+    A partial last line (a run killed mid-write) is skipped; any other bad line raises
+    ValueError naming the file and line.
+    """
+    if not os.path.isfile(path):
+        return []
+    try:
+        lines = list(read_jsonl(path, partial_last_line=True))
+    except JsonlError as e:
+        raise ValueError(f"{e.path} line {e.line_number} is not JSON ({e.problem}: {e.detail}); fix or delete "
+                         f"that line to resume") from None
+    for line in lines:
+        step = line.value.get("step") if isinstance(line.value, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise ValueError(f"{path} line {line.number} is not a metrics record (expected an object with an "
+                             f"integer 'step', found {line.text.strip()[:80]!r}); fix or delete that line to resume")
+    return lines
 
 
 def truncate_metrics_after(path: str, step: int) -> None:
-    """Drops records past `step`: a resumed run rewrites the steps its killed predecessor logged
-    after its last checkpoint, and each step must appear once."""
-    if not os.path.isfile(path):
-        return
-    kept = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):  # the killed run stopped mid-write: drop the partial record
-                logging.warning("dropping the partial last line of %s", path)
-                continue
-            raise ValueError(f"{path} line {number} is not JSON ({line[:80]!r}); fix or delete that line "
-                             "to resume") from None
-        if record.get("step", 0) <= step:
-            kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
+    """Drops records past `step` from metrics.jsonl at `path` and from the TensorBoard events beside it
+    (<dir of path>/tensorboard/): a resumed run rewrites the steps its killed predecessor logged after
+    its last checkpoint, and each step must appear once."""
+    lines = check_metrics_file(path)
+    if os.path.isfile(path):  # rewritten even when nothing is dropped: a partial last line must go
+        kept = [line.text if line.text.endswith("\n") else line.text + "\n"
+                for line in lines if line.value["step"] <= step]
+        with atomic_write(path) as f:
+            f.writelines(kept)
+    drop_events_after(os.path.join(os.path.dirname(path), TENSORBOARD_DIR), step)
 
 
 class MetricsWriter:
-    """Appends metrics; `enabled=False` (non-zero hosts) writes nothing."""
+    """Appends metrics; `enabled=False` (non-zero hosts) writes nothing.
 
-    def __init__(self, workdir: str, *, enabled: bool = True):
+    `start_step`, the step a resumed run restarts from, also marks the new event file so that a
+    TensorBoard already showing the old points drops those past it (its purge-on-restart rule).
+    """
+
+    def __init__(self, workdir: str, *, enabled: bool = True, start_step: Optional[int] = None):
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = os.path.join(workdir, METRICS_FILE)
         self._file = None
         self._tb = None
         if enabled:
@@ -51,7 +77,9 @@ class MetricsWriter:
             self._file = open(self.path, "a", encoding="utf-8")
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR),
+                                     purge_step=None if start_step is None else start_step + 1,
+                                     filename_suffix=f".{os.getpid()}.{next(_WRITER_NUMBERS)}")
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
