@@ -68,16 +68,20 @@ def lora_delta(a: jax.Array, b: jax.Array, scale: float) -> jax.Array:
     return jnp.matmul(a.astype(jnp.float32), b.astype(jnp.float32)) * scale
 
 
+def _holds_adapter(node) -> bool:
+    """An adapted projection: a module holding `kernel`, `lora_a`/`lora_b` (LoRA variables) and `lora_scale`
+    (layers.Linear is one). Recognised by its variables, not its class, so this module imports no layer."""
+    return isinstance(node, nnx.Module) and isinstance(getattr(node, "lora_a", None), LoRA)
+
+
 def merge_lora(model: nnx.Module) -> None:
     """Folds every adapter into its base kernel in place and removes the adapter.
 
     After merging, the model computes the same function with adapters gone
     (no LoRA variables remain), e.g. for export or fast decoding.
     """
-    from cmat_jax.models.layers import Linear  # local: layers imports this module
-
     for _, module in nnx.iter_graph(model):
-        if isinstance(module, Linear) and module.lora_a is not None:
+        if _holds_adapter(module):
             kernel = module.kernel[...]
             # matmul batches over the leading layer axis of stacked adapters
             delta = lora_delta(module.lora_a[...], module.lora_b[...], module.lora_scale)
