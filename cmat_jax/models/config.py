@@ -8,6 +8,7 @@ kernel) are arguments of the model, set from configs/.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 from typing import Any, Optional, Union
@@ -141,9 +142,13 @@ PRESETS: dict[str, ModelConfig] = {
 
 
 def preset(name: str) -> ModelConfig:
-    key = name.replace("-", "_").replace(".", "_").lower()
+    """The preset called `name`; '-' and '.' may stand for '_' (qwen2.5-1.5b is qwen2_5_1_5b)."""
+    key = str(name).replace("-", "_").replace(".", "_").lower()
     if key not in PRESETS:
-        raise KeyError(f"unknown model preset {name!r}; presets: {', '.join(sorted(PRESETS))}")
+        # ValueError, not KeyError: the CLIs print a bad setting's message as one line.
+        nearest = difflib.get_close_matches(key, PRESETS, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(nearest)}? " if nearest else ""
+        raise ValueError(f"unknown model preset {name!r}; {hint}valid presets: {', '.join(sorted(PRESETS))}")
     return PRESETS[key]
 
 

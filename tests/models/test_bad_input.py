@@ -150,5 +150,7 @@ def test_presets_match_published_shapes():
     assert preset("qwen-1.8b").intermediate_size == 5504 and preset("qwen_1_8b").family == "qwen"
     assert abs(preset("qwen2_5_1_5b").num_params() - 1.54e9) / 1.54e9 < 0.01
     assert abs(preset("codellama_7b").num_params() - 6.74e9) / 6.74e9 < 0.01
-    with pytest.raises(KeyError, match="unknown model preset 'gpt2'"):
+    with pytest.raises(ValueError, match="unknown model preset 'gpt2'; valid presets: codellama_13b, "):
         preset("gpt2")
+    with pytest.raises(ValueError, match="'qwen2.5-1b'; did you mean qwen2_5_1_5b"):
+        preset("qwen2.5-1b")
