@@ -14,8 +14,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -37,9 +40,48 @@ def parse_args(argv):
     return args
 
 
+def check_output_dir(flag: str, path: str) -> None:
+    """Proves `path` can be created and written, before the model loads, by doing it (and undoing the
+    directories it had to create); an OSError naming `flag` and a fix otherwise."""
+    created = []  # missing directories, deepest first
+    missing = os.path.abspath(path)
+    while not os.path.exists(missing):
+        created.append(missing)
+        missing = os.path.dirname(missing)
+    try:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a directory")
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise OSError(f"{flag} {path} cannot be written ({e.strerror or e}); pass a directory you can create "
+                      f"and write, e.g. {flag}=exports/{os.path.basename(path.rstrip('/')) or 'model'}") from None
+    finally:
+        for directory in created:
+            if os.path.isdir(directory):
+                os.rmdir(directory)
+
+
+@contextlib.contextmanager
+def _writing(flag: str, path: str):
+    """A write that fails after the checks (disk full, a directory removed meanwhile) still names its flag."""
+    try:
+        yield
+    except OSError as e:
+        target = os.path.abspath(path)
+        if not e.filename or os.path.commonpath([target, os.path.abspath(os.fspath(e.filename))]) != target:
+            raise  # not a write under `path` (e.g. reading the base's files): its own message says which file
+        raise OSError(f"{flag} {path}: writing failed ({e.strerror or e}); free space there or pass another "
+                      f"directory") from None
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     try:
+        for flag, path in (("--merged", args.merged), ("--peft", args.peft), ("--peft_base", args.peft_base)):
+            if path:
+                check_output_dir(flag, path)
         export(args)
     except (ValueError, OSError) as e:  # no checkpoint, unknown step, unwritable output: the message says why
         raise SystemExit(f"error: {e}") from None
@@ -58,15 +100,18 @@ def export(args) -> None:
     files = dict(source_dir=hf_dir, tokenizer_dir=tokenizer_path(config) or str(bundled_tokenizer_dir()))
     dtype = DTYPES[args.dtype] if args.dtype else None
     if args.merged:
-        save_hf_model(model, args.merged, dtype=dtype, **files)
+        with _writing("--merged", args.merged):
+            save_hf_model(model, args.merged, dtype=dtype, **files)
         print(f"step {step}: merged model written to {args.merged}")
     if args.peft:
         base_dir = hf_dir
         if base_dir is None or load_hf_config(base_dir)[1].get("model_type") == "qwen":
             base_dir = args.peft_base or args.peft.rstrip("/\\") + "_base"
-            save_hf_model(model, base_dir, dtype=dtype, merge_adapters=False, **files)
+            with _writing("--peft_base", base_dir):
+                save_hf_model(model, base_dir, dtype=dtype, merge_adapters=False, **files)
             print(f"adapter base written to {base_dir}")
-        save_peft_adapter(model, args.peft, base_model_dir=base_dir)
+        with _writing("--peft", args.peft):
+            save_peft_adapter(model, args.peft, base_model_dir=base_dir)
         print(f"step {step}: PEFT adapter written to {args.peft} (base: {base_dir})")
 
 
