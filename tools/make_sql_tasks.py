@@ -1,0 +1,41 @@
+"""Writes generated DBBench-style training tasks as JSONL (the format load_tasks reads).
+
+    python tools/make_sql_tasks.py --n 2000 --seed 0 --out data/train_dbbench.jsonl
+    python tools/make_sql_tasks.py --n 500 --seed 0 --profile tiny --out data/train_tiny.jsonl
+
+The same arguments always write the same bytes; see cmat_jax/envs/sql/generate.py and docs/tasks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cmat_jax.envs.sql.generate import GENERATED_TYPES, PROFILES, write_tasks  # noqa: E402
+from cmat_jax.envs.sql.tasks import load_tasks  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, required=True, help="number of tasks")
+    parser.add_argument("--seed", type=int, required=True, help="generator seed (non-negative)")
+    parser.add_argument("--out", required=True, help="output .jsonl path (its directory must exist)")
+    parser.add_argument("--profile", default="dbbench", choices=sorted(PROFILES),
+                        help="dbbench: realistic tables and phrasings; tiny: small tables for the CPU demo")
+    args = parser.parse_args(argv)
+    try:
+        count = write_tasks(args.out, n=args.n, seed=args.seed, profile=args.profile)
+    except (ValueError, OSError) as e:
+        parser.exit(2, f"error: {e}\n")
+    counts = collections.Counter(task.task_type for task in load_tasks(args.out))
+    print(f"wrote {count} {args.profile} tasks (seed {args.seed}) to {args.out}")
+    print("  " + ", ".join(f"{t} {counts[t]}" for t in GENERATED_TYPES))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
