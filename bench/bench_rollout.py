@@ -1,0 +1,554 @@
+"""Rollout benchmark: DBBench episodes/s and new tokens/s of the batched rollout engine,
+against a transformers loop that generates one episode turn at a time.
+
+Workload: the packaged DBBench dev tasks (first --tasks of them, --group-size
+samples each), a model of a preset's shape with random weights, sampling at
+--temperature with --max-new-tokens per Assistant turn, the Checker role in
+--checker mode and --trials attempts per episode (a reflection call after each
+failed one), environment limit --max-rounds statements. Episodes open with
+DBBench v0.2's instructions verbatim (--short-instructions: the short statement
+of the same protocol that the tiny demo uses).
+
+A random model never writes DBBench's action format, so left alone every
+episode would end at its first reply as a format failure: no statement would
+reach the Checker or the database. By default every Assistant reply therefore
+opens with a forced action header, the ids of
+
+    Action: Operation
+    ```sql
+    SELECT * FROM `<the task's table>` LIMIT 3;
+    ```
+
+placed after the prompt; the model then samples its --max-new-tokens after it
+(the header's ids are part of the turn's record, with log-prob 0; they are not
+counted as new tokens). Every episode then runs --max-rounds statements
+through the Checker and the database and ends at the round limit: exactly
+max_rounds + 1 Assistant turns, the same on both sides. --free-format drops the
+header (episodes end where the model's text does).
+
+cmat_jax side: `RolloutEngine` with `ModelReplies` (one sampler call per role
+per turn over every live episode, token ids kept across turns). One full
+rollout with another key warms the compiled programs; the next is measured.
+
+Peer: the loop an AgentBench-style tool runs with transformers: per episode and
+turn, the whole conversation is rendered with the chat template, tokenized and
+passed to `generate` at batch size 1 (SDPA attention, dynamic cache); the same
+Checker (static checks, then a learned Checker `generate` call), environment
+and reflection steps follow. It plays --peer-episodes episodes spread evenly
+over the task list (sample 0 of each), in its own process, before the JAX side
+claims the device.
+
+Reported per side: episodes/s, new tokens/s (ids sampled by every model role,
+EOS included), Assistant turns per episode, prompt tokens per Assistant turn,
+and where the time went: Assistant sampling, static checks, learned Checker
+sampling, environment, reflection sampling, other (starting episodes, building
+prompts, record keeping). For the engine, "static checks" is its Checker time
+less the learned Checker's sampler calls (it includes building the learned
+Checker's prompts), and "environment" its env time less the prompt extension
+that follows each step (timed apart; it is in "other").
+
+  python bench/bench_rollout.py --preset qwen2_5_1_5b --group-size 4
+  python bench/bench_rollout.py --preset smollm2_135m --tokenizer DIR   # a SmolLM2-135M-shaped model
+  python bench/bench_rollout.py --preset tiny --dtype float32 --tasks 8 --group-size 2 --peer-episodes 2  # CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections import Counter
+from typing import Optional
+
+# Runnable from a checkout without installing the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import run_json  # noqa: E402
+from cmat_jax.models.config import ModelConfig, preset  # noqa: E402
+
+# Shapes the benchmark needs that have no preset (no checkpoint of theirs is imported elsewhere).
+SHAPES = {
+    # HuggingFaceTB/SmolLM2-135M's config.json: a tied-embedding Llama.
+    "smollm2_135m": ModelConfig(
+        family="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9,
+        num_kv_heads=3, head_dim=64, rope_theta=100000.0, rms_norm_eps=1e-5, qkv_bias=False,
+        tie_word_embeddings=True, max_position_embeddings=8192, bos_token_id=1, eos_token_id=2),
+}
+CHECKER_MODES = ("off", "static", "learned", "static+learned")
+HEADER_LIMIT = 3  # rows the forced statement asks for: a few rows of the table as the observation
+TIME_KEYS = ("assistant_s", "static_checker_s", "learned_checker_s", "env_s", "reflection_s", "other_s")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="qwen2_5_1_5b",
+                   help=f"model shape: a cmat_jax preset (tiny, qwen2_5_1_5b, ...) or {', '.join(SHAPES)}")
+    p.add_argument("--tokenizer", help="local tokenizer directory (default: the bundled 1,024-token tokenizer, "
+                   "whose ids fit every shape)")
+    p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    p.add_argument("--attention-impl", default="auto", choices=("auto", "xla", "cudnn"))
+    p.add_argument("--tasks", type=int, default=60, help="the first N packaged DBBench dev tasks (60 in all)")
+    p.add_argument("--group-size", type=int, default=1, help="samples per task (G)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="per Assistant turn")
+    p.add_argument("--temperature", type=float, default=1.0, help="Assistant sampling temperature (0 = greedy)")
+    p.add_argument("--max-rounds", type=int, default=4, help="statements per episode (DBBench: 15)")
+    p.add_argument("--checker", default="static+learned", choices=CHECKER_MODES)
+    p.add_argument("--checker-max-new-tokens", type=int, default=32, help="per learned Checker verdict (greedy)")
+    p.add_argument("--trials", type=int, default=1, help="attempts per episode; > 1 adds reflection calls")
+    p.add_argument("--reflection-max-new-tokens", type=int, default=64, help="per reflection (greedy)")
+    p.add_argument("--max-len", type=int, default=4096, help="prompt + new tokens (capped by the model's context)")
+    p.add_argument("--free-format", action="store_true", help="no forced action header (see the docstring)")
+    p.add_argument("--short-instructions", action="store_true",
+                   help="open episodes with prompts.SHORT_INSTRUCTIONS instead of DBBench's verbatim instructions")
+    p.add_argument("--peer-episodes", type=int, default=8, help="episodes the transformers loop plays")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-peer", action="store_true", help="skip the transformers loop")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)  # child mode: run the transformers loop
+    args = p.parse_args(argv)
+    for name in ("tasks", "group_size", "max_new_tokens", "max_rounds", "checker_max_new_tokens", "trials",
+                 "reflection_max_new_tokens", "max_len", "peer_episodes"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.temperature < 0:
+        p.error(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+    try:
+        model_config(args.preset)
+    except (KeyError, ValueError) as e:
+        p.error(f"{e.args[0]}; or one of the benchmark's shapes: {', '.join(SHAPES)}")
+    return args
+
+
+def model_config(name: str) -> ModelConfig:
+    key = name.replace("-", "_").replace(".", "_").lower()
+    return SHAPES[key] if key in SHAPES else preset(name)
+
+
+# -- the workload, shared by both sides ------------------------------------------------------
+
+
+def load_workload(args):
+    """(tasks, tokenizer, max_len): the first --tasks dev tasks and the tokenizer, checked against the shape."""
+    from cmat_jax.data.tokenizer import load_tokenizer
+    from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS, load_tasks
+
+    tasks = load_tasks(DBBENCH_DEV_TASKS)
+    if args.tasks > len(tasks):
+        raise SystemExit(f"error: --tasks {args.tasks} asks for more than the {len(tasks)} packaged dev tasks")
+    tokenizer = load_tokenizer(args.tokenizer)
+    cfg = model_config(args.preset)
+    if len(tokenizer) > cfg.vocab_size:
+        raise SystemExit(f"error: the tokenizer has {len(tokenizer)} ids but the {args.preset} shape only "
+                         f"{cfg.vocab_size}; use a tokenizer of that model or the bundled one")
+    max_len = min(args.max_len, cfg.context_limit or cfg.max_position_embeddings)
+    return tasks[:args.tasks], tokenizer, max_len
+
+
+def make_user(args, tasks):
+    from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
+    from cmat_jax.agents.user import User
+
+    return User(tasks, seed=0, curriculum=False, instructions=SHORT_INSTRUCTIONS if args.short_instructions else None)
+
+
+def status_name(info: dict) -> str:
+    """The trajectory status (cmat_jax.agents.trajectory) of an episode's last step info, as the engine names it."""
+    from cmat_jax.agents import trajectory
+    from cmat_jax.envs.sql import env
+
+    if info["correct"]:
+        return trajectory.CORRECT
+    return {env.FORMAT_FAILURE: trajectory.FORMAT_FAILURE, env.ROUND_LIMIT: trajectory.ROUND_LIMIT}.get(
+        info["status"], trajectory.WRONG)
+
+
+def operation_header(task) -> str:
+    return f"Action: Operation\n```sql\nSELECT * FROM `{task.table_name}` LIMIT {HEADER_LIMIT};\n```\n"
+
+
+class Headers:
+    """The forced header's text and ids per task ("" and [] with --free-format)."""
+
+    def __init__(self, tokenizer, free_format: bool):
+        self.tokenizer = tokenizer
+        self.free_format = free_format
+        self._ids: dict[str, list[int]] = {}
+
+    def text(self, task) -> str:
+        return "" if self.free_format else operation_header(task)
+
+    def ids(self, task) -> list[int]:
+        from cmat_jax.data.tokenizer import tokenize_text
+
+        if task.task_id not in self._ids:
+            self._ids[task.task_id] = tokenize_text(self.tokenizer, self.text(task)) if self.text(task) else []
+        return self._ids[task.task_id]
+
+    def longest(self, tasks) -> int:
+        return max(len(self.ids(t)) for t in tasks)
+
+
+def peer_indices(args) -> list[int]:
+    """Tasks the peer plays (sample 0 of each): spread evenly over the list, so its prompts are as long."""
+    count = min(args.peer_episodes, args.tasks)
+    return sorted({round(i * args.tasks / count) for i in range(count)})
+
+
+def summarize(episodes: int, turns: int, prompt_tokens: int, new_tokens: dict, times: dict, total_s: float,
+              statuses: Counter) -> dict:
+    out = {
+        "episodes": episodes,
+        "episodes_per_s": episodes / total_s,
+        "new_tokens": sum(new_tokens.values()),
+        "new_tokens_per_s": sum(new_tokens.values()) / total_s,
+        "new_tokens_by_role": dict(new_tokens),
+        "assistant_turns_per_episode": turns / episodes,
+        "prompt_tokens_per_assistant_turn": prompt_tokens / max(turns, 1),
+        "statuses": dict(statuses),
+        "total_s": total_s,
+    }
+    out.update(times)
+    out["other_s"] = total_s - sum(times.values())
+    return out
+
+
+# -- cmat_jax -------------------------------------------------------------------------------
+
+
+class TimedReplies:
+    """Wraps a reply source: times its calls and counts the ids it sampled (a forced header's ids are not)."""
+
+    def __init__(self, source, headers: Optional[Headers] = None):
+        self.source = source
+        self.headers = headers
+        self.seconds = 0.0
+        self.sampled = 0
+
+    def __call__(self, weights, requests, settings):
+        from cmat_jax.agents.replies import Reply
+
+        start = time.perf_counter()
+        if self.headers is None:
+            replies = self.source(weights, requests, settings)
+            self.sampled += sum(len(r.ids) for r in replies)
+        else:
+            heads = [self.headers.ids(r.task) for r in requests]
+            forced = [dataclasses.replace(r, prompt_ids=list(r.prompt_ids) + h) for r, h in zip(requests, heads)]
+            sampled = self.source(weights, forced, settings)
+            self.sampled += sum(len(r.ids) for r in sampled)
+            replies = [Reply(self.headers.text(q.task) + r.text, h + r.ids, [0.0] * len(h) + r.logprobs,
+                             r.finish_reason) for q, h, r in zip(requests, heads, sampled)]
+        self.seconds += time.perf_counter() - start
+        return replies
+
+    def reset(self) -> None:
+        self.seconds, self.sampled = 0.0, 0
+
+
+def build_model(args):
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from cmat_jax.models.transformer import Transformer
+
+    cfg = model_config(args.preset)
+    dtype = jnp.dtype(args.dtype)
+
+    def make():
+        return Transformer(cfg, dtype=dtype, param_dtype=dtype, attention_impl=args.attention_impl,
+                           rngs=nnx.Rngs(args.seed))
+
+    # Initialise on device in one program rather than parameter by parameter.
+    graphdef, _ = nnx.split(nnx.eval_shape(make))
+    return nnx.merge(graphdef, jax.jit(lambda: nnx.state(make()))())
+
+
+def run_engine(args) -> dict:
+    import jax
+    from flax import nnx
+
+    from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
+    from cmat_jax.agents.replies import ModelReplies, SamplingSettings
+    from cmat_jax.agents.trajectory import ASSISTANT_ROLE
+    from cmat_jax.envs.sql.env import SqlEnvConfig
+    from cmat_jax.sampling.sampler import Sampler, SamplerConfig
+
+    tasks, tokenizer, max_len = load_workload(args)
+    headers = Headers(tokenizer, args.free_format)
+    model = build_model(args)
+    sampler = Sampler(model, SamplerConfig(max_len=max_len))
+    replies = ModelReplies(sampler, tokenizer)
+    assistant = TimedReplies(replies, headers)
+    checker = TimedReplies(replies)
+    reflector = TimedReplies(replies)
+    config = RolloutConfig(
+        assistant=SamplingSettings(args.max_new_tokens, args.temperature),
+        checker_sampling=SamplingSettings(args.checker_max_new_tokens, 0.0),
+        reflection=SamplingSettings(args.reflection_max_new_tokens, 0.0),
+        trials=args.trials, checker=args.checker,
+        # The forced header goes after the prompt, so the prompt leaves room for it too.
+        prompt_budget=max_len - args.max_new_tokens - headers.longest(tasks))
+    engine = RolloutEngine(SqlEnvConfig(max_rounds=args.max_rounds), config, assistant=assistant,
+                           tokenizer=tokenizer, checker_model=checker if "learned" in args.checker else None,
+                           reflector=reflector if args.trials > 1 else None)
+    state = nnx.state(model)
+    weights = {"assistant": state, "checker": state}
+    # RolloutStats counts the prompt extension that follows each environment step in env_s;
+    # timing it apart keeps "environment" the environment alone (the extension is prompt building).
+    extend_prompt, extend_s = engine._extend_prompt, [0.0]
+
+    def timed_extend_prompt(episode, turn):
+        start = time.perf_counter()
+        extend_prompt(episode, turn)
+        extend_s[0] += time.perf_counter() - start
+
+    engine._extend_prompt = timed_extend_prompt
+
+    def rollout(seed):
+        for source in (assistant, checker, reflector):
+            source.reset()
+        extend_s[0] = 0.0
+        start = time.perf_counter()
+        trajectories = engine.run(tasks, group_size=args.group_size, key=jax.random.key(seed), weights=weights,
+                                  user=make_user(args, tasks))
+        return trajectories, time.perf_counter() - start
+
+    _, first_s = rollout(args.seed + 1)  # compiles every program the measured rollout needs (same shapes)
+    compiles_before = sampler.num_compiles
+    trajectories, total_s = rollout(args.seed)
+    stats = engine.last_stats
+    turns = [t for tr in trajectories for t in tr.role_turns(ASSISTANT_ROLE)]
+    times = {"assistant_s": stats.assistant_s, "static_checker_s": stats.checker_s - checker.seconds,
+             "learned_checker_s": checker.seconds, "env_s": stats.env_s - extend_s[0],
+             "reflection_s": stats.reflection_s}
+    out = summarize(len(trajectories), len(turns), sum(len(t.prompt_ids) for t in turns),
+                    {"assistant": assistant.sampled, "checker": checker.sampled, "reflection": reflector.sampled},
+                    times, total_s, Counter(tr.status for tr in trajectories))
+    out.update(
+        warmup_s=first_s - total_s,
+        sampler_calls=stats.sampler_calls,
+        programs_compiled=sampler.num_compiles,
+        programs_compiled_while_measured=sampler.num_compiles - compiles_before,
+        segments_per_trajectory=sum(1 + max(t.segment for t in tr.turns) for tr in trajectories if tr.turns)
+        / len(trajectories),
+        engine_bookkeeping_s=stats.bookkeeping_s,
+        prompt_extension_s=extend_s[0],
+    )
+    return out
+
+
+# -- transformers loop ----------------------------------------------------------------------
+
+
+def run_peer(args) -> dict:
+    """The transformers loop (see the module docstring). Imports torch here: only the peer needs it."""
+    import torch
+    import transformers
+
+    from cmat_jax.agents import prompts as prompt_lib
+    from cmat_jax.agents.memory import ReflectionMemory, render_memory
+    from cmat_jax.agents.trajectory import CONTEXT_OVERFLOW, CORRECT
+    from cmat_jax.chat import ASSISTANT, USER, Message
+    from cmat_jax.data.tokenizer import decode_ids, end_of_turn_ids, render_chat, tokenize_text
+    from cmat_jax.envs.sql.checker import Checker, Verdict
+    from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
+    from cmat_jax.models.config import to_hf_config
+
+    transformers.logging.set_verbosity_error()
+    tasks, tokenizer, max_len = load_workload(args)
+    headers = Headers(tokenizer, args.free_format)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+    hf = to_hf_config(model_config(args.preset), args.dtype)
+    hf.pop("architectures", None)
+    torch.manual_seed(args.seed)
+    with torch.device(device):
+        model = transformers.AutoModelForCausalLM.from_config(
+            transformers.AutoConfig.for_model(hf.pop("model_type"), **hf), dtype=dtype, attn_implementation="sdpa")
+    model.eval()
+    eos = end_of_turn_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    render = lambda messages: render_chat(tokenizer, messages, add_generation_prompt=True)  # noqa: E731
+    times = dict.fromkeys(("assistant_s", "static_checker_s", "learned_checker_s", "env_s", "reflection_s"), 0.0)
+    new_tokens = Counter(assistant=0, checker=0, reflection=0)
+
+    def generate(ids: list[int], max_new: int, temperature: float, role: str) -> str:
+        """One `generate` call at batch size 1; the reply's text (without its end-of-turn id)."""
+        sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else \
+            dict(do_sample=False)
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids], device=device), attention_mask=torch.ones(
+                1, len(ids), dtype=torch.long, device=device), max_new_tokens=max_new, eos_token_id=eos,
+                pad_token_id=pad, **sampling)
+        new = out[0, len(ids):].tolist()
+        new_tokens[role] += len(new)
+        return decode_ids(tokenizer, new[:-1] if new and new[-1] in eos else new)
+
+    def timed(key, fn, *a):
+        start = time.perf_counter()
+        out = fn(*a)
+        times[key] += time.perf_counter() - start
+        return out
+
+    user = make_user(args, tasks)
+    memory = ReflectionMemory()
+    env = SqlEnv(SqlEnvConfig(max_rounds=args.max_rounds, checker="off"))  # only the Checker role gates, as in the engine
+
+    def play(task, trial: int) -> tuple[str, list[Message], int, int]:
+        """(status, messages, opening length, Assistant turns, prompt tokens of those turns)."""
+        messages = user.opening(env.reset(task), render_memory(memory.recent(task.task_id) if trial else []))
+        opening, turns, prompt_tokens = len(messages), 0, 0
+        static = Checker.for_task(task) if "static" in args.checker else None
+        while True:
+            ids = tokenize_text(tokenizer, render(messages)) + headers.ids(task)  # the whole conversation again
+            if len(ids) + args.max_new_tokens > max_len:
+                env.close()
+                return CONTEXT_OVERFLOW, messages, opening, turns, prompt_tokens
+            text = timed("assistant_s", generate, ids, args.max_new_tokens, args.temperature, "assistant")
+            text = headers.text(task) + text
+            turns += 1
+            prompt_tokens += len(ids)
+            sql, rejection = env.pending_sql(text), None
+            if sql is not None and static is not None:
+                verdict = timed("static_checker_s", static.check, sql)
+                rejection = None if verdict.ok else verdict
+            if sql is not None and rejection is None and "learned" in args.checker:
+                check_ids = tokenize_text(tokenizer, render(prompt_lib.checker_prompt(task.prompt, sql)))
+                reply = timed("learned_checker_s", generate, check_ids, args.checker_max_new_tokens, 0.0, "checker")
+                parsed = prompt_lib.parse_checker_reply(reply)
+                if not parsed.approve:
+                    rejection = Verdict(False, "The Checker rejected this statement: "
+                                        + (parsed.reason or "the Checker rejected this statement"), "learned")
+            observation, _, done, info = timed("env_s", env.step, text, rejection)
+            messages.append(Message(ASSISTANT, text))
+            if done:
+                return status_name(info), messages, opening, turns, prompt_tokens
+            messages.append(Message(USER, observation))
+
+    indices = peer_indices(args)
+    # Warm-up: CUDA context, kernels and allocator, on one generate call that is not measured.
+    start = time.perf_counter()
+    generate(tokenize_text(tokenizer, render(user.opening(env.reset(tasks[0])))), args.max_new_tokens,
+             args.temperature, "assistant")
+    env.close()
+    warmup_s = time.perf_counter() - start
+    new_tokens.clear()
+    torch.manual_seed(args.seed)
+
+    start = time.perf_counter()
+    statuses, episodes, all_turns, all_prompt_tokens = Counter(), 0, 0, 0
+    pending = [tasks[i] for i in indices]
+    for trial in range(args.trials):
+        failed = []
+        for task in pending:
+            status, messages, opening, turns, prompt_tokens = play(task, trial)
+            statuses[status] += 1
+            episodes += 1
+            all_turns += turns
+            all_prompt_tokens += prompt_tokens
+            if status != CORRECT:
+                failed.append((task, messages[opening:]))
+        if trial + 1 == args.trials or not failed:
+            break
+        for task, episode in failed:  # one reflection per failed episode, into the task's memory
+            ids = tokenize_text(tokenizer, render(prompt_lib.reflection_prompt(task.prompt, episode)))
+            text = timed("reflection_s", generate, ids, args.reflection_max_new_tokens, 0.0, "reflection")
+            memory.add(task.task_id, text)
+        pending = [task for task, _ in failed]
+    total_s = time.perf_counter() - start
+    out = summarize(episodes, all_turns, all_prompt_tokens, new_tokens, times, total_s, statuses)
+    out.update(warmup_s=warmup_s, task_indices=indices,
+               device=torch.cuda.get_device_name() if device == "cuda" else "cpu",
+               versions={"torch": torch.__version__, "transformers": transformers.__version__})
+    return out
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    import flax
+    import jax
+    import sqlglot
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_cores": os.cpu_count(),
+            "load_average": [round(x, 2) for x in os.getloadavg()],  # other work on the machine at the end
+            "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
+            "versions": {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
+                         "sqlglot": sqlglot.__version__}}
+
+
+def print_table(args, ours: dict, peer: Optional[dict], info: dict) -> None:
+    header_note = "no forced header" if args.free_format else "forced operation header"
+    print(f"\nrollout: preset={args.preset} dtype={args.dtype} tasks={args.tasks}x{args.group_size} "
+          f"max_new_tokens={args.max_new_tokens} temperature={args.temperature} checker={args.checker} "
+          f"trials={args.trials} max_rounds={args.max_rounds} ({header_note}, "
+          f"{'short' if args.short_instructions else 'DBBench'} instructions) seed={args.seed}")
+    versions = dict(info["versions"], **(peer or {}).get("versions", {}))
+    print(f"device: {info['device']} ({info['cpu_cores']} CPU cores, {info['cpu']}); "
+          + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print(f"cmat_jax compiled {ours['programs_compiled']} programs ({ours['programs_compiled_while_measured']} "
+          f"while measured), {ours['sampler_calls']} reply calls, "
+          f"{ours['segments_per_trajectory']:.2f} segments per trajectory")
+    header = (f"{'implementation':<20}{'episodes':>9}{'episodes/s':>12}{'new tok/s':>12}{'turns/ep':>10}"
+              f"{'prompt tok/turn':>17}{'warm-up s':>11}")
+    print(header)
+    print("-" * len(header))
+    rows = [("cmat_jax engine", ours)] + ([("transformers loop", peer)] if peer else [])
+    for name, r in rows:
+        print(f"{name:<20}{r['episodes']:>9}{r['episodes_per_s']:>12.3f}{r['new_tokens_per_s']:>12.1f}"
+              f"{r['assistant_turns_per_episode']:>10.2f}{r['prompt_tokens_per_assistant_turn']:>17.1f}"
+              f"{r['warmup_s']:>11.2f}")
+    if peer:
+        print(f"{'ratio':<20}{'':>9}{ours['episodes_per_s'] / peer['episodes_per_s']:>11.2f}x"
+              f"{ours['new_tokens_per_s'] / peer['new_tokens_per_s']:>11.2f}x")
+    print("\nwhere the time went (s, share of the measured wall time)")
+    names = ("assistant", "static checks", "learned checker", "environment", "reflection", "other")
+    header = f"{'implementation':<20}" + "".join(f"{n:>18}" for n in names) + f"{'total':>10}"
+    print(header)
+    print("-" * len(header))
+    for name, r in rows:
+        cells = "".join(f"{share(r[k], r['total_s']):>18}" for k in TIME_KEYS)
+        print(f"{name:<20}{cells}{r['total_s']:>10.2f}")
+
+
+def share(seconds: float, total_s: float) -> str:
+    return f"{seconds:.3f} ({100 * seconds / total_s:.0f}%)"
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.peer:
+        print(json.dumps(run_peer(args)), flush=True)
+        return
+    # The peer runs first, so its process has exited before JAX claims the device memory.
+    peer = None
+    if not args.no_peer:
+        peer = run_json([sys.executable, os.path.abspath(__file__), *argv, "--peer"], timeout=3600)
+        if "error" in peer:
+            raise SystemExit(f"the transformers loop failed: {peer['error']}")
+    ours = run_engine(args)
+    info = machine()
+    print_table(args, ours, peer, info)
+    if args.json:
+        ratio = None if peer is None else {k: ours[k] / peer[k] for k in ("episodes_per_s", "new_tokens_per_s")}
+        with open(args.json, "w") as f:
+            json.dump({"command": shlex.join(["python", "bench/bench_rollout.py", *argv]), "machine": info,
+                       "args": vars(args), "cmat_jax": ours, "transformers": peer, "ratio": ratio}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
