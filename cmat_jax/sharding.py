@@ -4,17 +4,22 @@ This is the only module that names mesh axes. Parameters carry logical axis
 names in their `axes` metadata (e.g. ('embed', 'mlp')); activations are
 constrained with `constrain(x, ('batch', 'seq', 'act_embed'))`. One rules table
 maps logical names to mesh axes. A dimension that the mapped mesh axes do not
-divide evenly is replicated instead, so tiny test models run on any mesh.
+divide evenly is replicated instead (over the axes that do not divide it), so
+tiny test models run on any mesh; this is explicit, not silent:
+`replicated_dimensions` lists every such dimension of a state, and
+`state_shardings` logs them once as a warning, since on a real model it means
+memory that was meant to be split is held whole on every device.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
+from absl import logging
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -82,25 +87,53 @@ def _mesh_axes_for(name: Optional[str], rules: dict) -> tuple[str, ...]:
     return (target,) if isinstance(target, str) else tuple(target)
 
 
-def logical_to_spec(axes: Sequence[Optional[str]], shape: Sequence[int], mesh: Mesh,
-                    rules: Optional[dict] = None) -> PartitionSpec:
-    """PartitionSpec for an array of `shape` whose dimensions are named `axes`.
+class Replicated(NamedTuple):
+    """A dimension left whole over mesh axes its rule names, because they do not divide it."""
 
-    Mesh axes of size 1, axes already used by an earlier dimension, and mappings
-    that do not divide the dimension are dropped (that dimension is replicated).
-    """
+    dim: int  # index of the dimension in the array's shape
+    axis: str  # its logical axis name
+    size: int  # its length
+    mesh_axes: tuple[str, ...]  # the rule's mesh axes dropped for it (their sizes do not divide `size`)
+
+    def describe(self, mesh: Mesh) -> str:
+        sizes = "x".join(f"{a}={mesh.shape[a]}" for a in self.mesh_axes)
+        return f"dim {self.dim} ({self.axis}={self.size}) not split over {sizes}"
+
+
+def _resolve(axes: Sequence[Optional[str]], shape: Sequence[int], mesh: Mesh,
+             rules: Optional[dict]) -> tuple[PartitionSpec, list[Replicated]]:
     rules = DEFAULT_RULES if rules is None else rules
     if len(axes) != len(shape):
         raise ValueError(f"logical axes {tuple(axes)} do not match an array of shape {tuple(shape)}")
     used: set[str] = set()
-    spec = []
-    for name, dim in zip(axes, shape):
+    spec, replicated = [], []
+    for index, (name, dim) in enumerate(zip(axes, shape)):
         mesh_axes = [a for a in _mesh_axes_for(name, rules) if mesh.shape[a] > 1 and a not in used]
+        dropped = []
         while mesh_axes and dim % math.prod(mesh.shape[a] for a in mesh_axes):
-            mesh_axes.pop()
+            dropped.insert(0, mesh_axes.pop())
+        if dropped:
+            replicated.append(Replicated(index, name, dim, tuple(dropped)))
         used.update(mesh_axes)
         spec.append(None if not mesh_axes else mesh_axes[0] if len(mesh_axes) == 1 else tuple(mesh_axes))
-    return PartitionSpec(*spec)
+    return PartitionSpec(*spec), replicated
+
+
+def logical_to_spec(axes: Sequence[Optional[str]], shape: Sequence[int], mesh: Mesh,
+                    rules: Optional[dict] = None) -> PartitionSpec:
+    """PartitionSpec for an array of `shape` whose dimensions are named `axes`.
+
+    Mesh axes of size 1 and axes already used by an earlier dimension are
+    dropped; so are mesh axes that do not divide the dimension, last first
+    (`replicated_axes` lists those).
+    """
+    return _resolve(axes, shape, mesh, rules)[0]
+
+
+def replicated_axes(axes: Sequence[Optional[str]], shape: Sequence[int], mesh: Mesh,
+                    rules: Optional[dict] = None) -> list[Replicated]:
+    """The dimensions `logical_to_spec` leaves unsplit over mesh axes that do not divide them."""
+    return _resolve(axes, shape, mesh, rules)[1]
 
 
 def named_sharding(axes, shape, mesh: Mesh, rules: Optional[dict] = None) -> NamedSharding:
@@ -134,12 +167,42 @@ def constrain(x: jax.Array, axes: Sequence[Optional[str]]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, named_sharding(axes, x.shape, mesh, rules))
 
 
+def _variables_with_axes(state) -> Iterator[tuple[str, object]]:
+    from flax import nnx
+
+    leaves = jax.tree_util.tree_flatten_with_path(state, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
+    for path, var in leaves:
+        if isinstance(var, nnx.Variable) and var.get_metadata().get("axes") is not None:
+            yield jax.tree_util.keystr(path, simple=True, separator="."), var
+
+
+def replicated_dimensions(abstract_state, mesh: Mesh, rules: Optional[dict] = None) -> list[str]:
+    """One line per variable dimension of `abstract_state` that `mesh` cannot split as the rules ask."""
+    lines = []
+    for path, var in _variables_with_axes(abstract_state):
+        for item in replicated_axes(var.get_metadata()["axes"], var.shape, mesh, rules):
+            lines.append(f"{path} {tuple(var.shape)}: {item.describe(mesh)}")
+    return lines
+
+
+_WARNED: set[str] = set()  # one warning per distinct finding per process (optimizer states repeat the adapters')
+
+
 def state_shardings(abstract_state, mesh: Mesh, rules: Optional[dict] = None):
     """NamedShardings for an nnx State whose Variables carry `axes` metadata.
 
-    Variables without `axes` (e.g. counters) are replicated.
+    Variables without `axes` (e.g. counters) are replicated. Dimensions the
+    mesh does not divide are replicated too, and logged (see
+    `replicated_dimensions`).
     """
     from flax import nnx
+
+    found = [line for line in replicated_dimensions(abstract_state, mesh, rules) if line not in _WARNED]
+    if found:
+        _WARNED.update(found)
+        shown = "; ".join(found[:4]) + (f"; and {len(found) - 4} more" if len(found) > 4 else "")
+        logging.warning("sharding: %d variable dimensions are replicated because the mesh %s does not divide "
+                        "them: %s", len(found), dict(mesh.shape), shown)
 
     def one(var):
         if not isinstance(var, nnx.Variable):
