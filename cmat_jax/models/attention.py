@@ -26,12 +26,12 @@ def _xla_attention(q_btnh, k_bskh, v_bskh, mask_bts):
     """Exact reference path: float32 scores and softmax, grouped-query einsums."""
     b, t, n, h = q_btnh.shape
     kv = k_bskh.shape[2]
-    q_btkgh = q_btnh.reshape(b, t, kv, n // kv, h)
-    scores = jnp.einsum("btkgh,bskh->bkgts", q_btkgh, k_bskh, preferred_element_type=jnp.float32)
+    q_btkqh = q_btnh.reshape(b, t, kv, n // kv, h)  # q: the query heads that share one kv head
+    scores = jnp.einsum("btkqh,bskh->bkqts", q_btkqh, k_bskh, preferred_element_type=jnp.float32)
     scores = scores * jnp.float32(h ** -0.5)
     scores = jnp.where(mask_bts[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_bskh.dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, v_bskh, preferred_element_type=jnp.float32)
+    out = jnp.einsum("bkqts,bskh->btkqh", probs, v_bskh, preferred_element_type=jnp.float32)
     return out.reshape(b, t, n, h).astype(q_btnh.dtype)
 
 

@@ -119,8 +119,8 @@ class GenerateResult:
 @dataclasses.dataclass
 class DecodeState:
     cache: KVCache
-    tokens_bn: jax.Array  # generated ids, column i = step i
-    logprobs_bn: jax.Array
+    tokens_bg: jax.Array  # generated ids, column i = step i
+    logprobs_bg: jax.Array
     last_token_b: jax.Array  # the token fed at the next step
     next_pos_b: jax.Array  # its position
     done_b: jax.Array
@@ -337,16 +337,16 @@ class Sampler:
             else:
                 checked = [0] * rows  # per row: tokens whose text is known to hold no stop string
                 while True:
-                    tokens_bn, done_b, length_b, reason_b, step = jax.device_get(
-                        (ds.tokens_bn, ds.done_b, ds.length_b, ds.reason_b, ds.step))
-                    stopped_b = _find_stops(tokens_bn, done_b, length_b, reason_b, step, rows, checked, stop_at,
+                    tokens_bg, done_b, length_b, reason_b, step = jax.device_get(
+                        (ds.tokens_bg, ds.done_b, ds.length_b, ds.reason_b, ds.step))
+                    stopped_b = _find_stops(tokens_bg, done_b, length_b, reason_b, step, rows, checked, stop_at,
                                             stops, detokenize)
                     if np.all((done_b | stopped_b)[:rows]) or step >= max_new:
                         break
                     chunk_end = jnp.asarray(step + cfg.stop_check_interval, jnp.int32)
                     ds = programs.decode(state, ds, stopped_b, *policy, chunk_end, mode=mode)
-        tokens_bn, logprobs_bn, length_b, reason_b = jax.device_get(
-            (ds.tokens_bn, ds.logprobs_bn, ds.length_b, ds.reason_b))
+        tokens_bg, logprobs_bg, length_b, reason_b = jax.device_get(
+            (ds.tokens_bg, ds.logprobs_bg, ds.length_b, ds.reason_b))
 
         out = GenerateResult([], [], [], [] if detokenize else None, [] if detokenize else None)
         for r in range(rows):
@@ -356,9 +356,9 @@ class Sampler:
             else:
                 count, cut = int(length_b[r]), None
                 reason = FINISH_NAMES[int(reason_b[r])]
-            ids = tokens_bn[r, :count].tolist()
+            ids = tokens_bg[r, :count].tolist()
             out.token_ids.append(ids)
-            out.logprobs.append(np.asarray(logprobs_bn[r, :count], np.float32))
+            out.logprobs.append(np.asarray(logprobs_bg[r, :count], np.float32))
             out.finish_reasons.append(reason)
             if detokenize:
                 if reason == "stop":
@@ -400,17 +400,17 @@ class Sampler:
             token_b, log_prob_b = draw(log_probs_bv, logits_bv, keys_b, mode)
             running_b = ~ds.done_b
             column = (0, ds.step)
-            tokens_bn = jax.lax.dynamic_update_slice(
-                ds.tokens_bn, jnp.where(running_b, token_b, pad_id)[:, None], column)
-            logprobs_bn = jax.lax.dynamic_update_slice(
-                ds.logprobs_bn, jnp.where(running_b, log_prob_b, 0.0)[:, None], column)
+            tokens_bg = jax.lax.dynamic_update_slice(
+                ds.tokens_bg, jnp.where(running_b, token_b, pad_id)[:, None], column)
+            logprobs_bg = jax.lax.dynamic_update_slice(
+                ds.logprobs_bg, jnp.where(running_b, log_prob_b, 0.0)[:, None], column)
             count = ds.step + 1
             hit_eos_b = running_b & jnp.any(token_b[:, None] == eos_e[None, :], axis=-1)
             hit_length_b = running_b & ~hit_eos_b & (count >= max_new)
             return dataclasses.replace(
                 ds,
-                tokens_bn=tokens_bn,
-                logprobs_bn=logprobs_bn,
+                tokens_bg=tokens_bg,
+                logprobs_bg=logprobs_bg,
                 last_token_b=token_b,
                 done_b=ds.done_b | hit_eos_b | hit_length_b,
                 length_b=jnp.where(running_b, count, ds.length_b),
@@ -429,8 +429,8 @@ class Sampler:
             logits_bv, cache = forward(state, tokens_bp, positions_bp, segments_bp, cache)
             ds = DecodeState(
                 cache=cache,
-                tokens_bn=jnp.full((b, new_bucket), pad_id, jnp.int32),
-                logprobs_bn=jnp.zeros((b, new_bucket), jnp.float32),
+                tokens_bg=jnp.full((b, new_bucket), pad_id, jnp.int32),
+                logprobs_bg=jnp.zeros((b, new_bucket), jnp.float32),
                 last_token_b=jnp.full((b,), pad_id, jnp.int32),
                 next_pos_b=lengths_b,
                 done_b=~active_b,
@@ -475,7 +475,7 @@ class Sampler:
         return default_decode_xla_options(platform)
 
 
-def _find_stops(tokens_bn, done_b, length_b, reason_b, step, rows, checked, stop_at, stops,
+def _find_stops(tokens_bg, done_b, length_b, reason_b, step, rows, checked, stop_at, stops,
                 detokenize) -> np.ndarray:
     """Host check between decode chunks: records in `stop_at` the rows whose new text
     holds a stop string; returns the mask of rows to mark finished on device."""
@@ -487,7 +487,7 @@ def _find_stops(tokens_bn, done_b, length_b, reason_b, step, rows, checked, stop
         count = int(length_b[r]) if done_b[r] else int(step)
         if done_b[r] and reason_b[r] == EOS:
             count -= 1  # the EOS token's text is not searched
-        hit = stop_lib.find_stop(tokens_bn[r, :count].tolist(), checked[r], stops, detokenize)
+        hit = stop_lib.find_stop(tokens_bg[r, :count].tolist(), checked[r], stops, detokenize)
         if hit is None:
             checked[r] = count
         else:
