@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.smoke
 def test_bench_train_runs_on_the_tiny_preset(tmp_path):
     out = tmp_path / "result.json"
     cmd = [sys.executable, os.path.join(REPO, "bench", "bench_train.py"), "--preset", "tiny", "--batch", "2",

@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.smoke
 def test_bench_generate_runs_on_the_tiny_preset(tmp_path):
     out = tmp_path / "result.json"
     cmd = [sys.executable, os.path.join(REPO, "bench", "bench_generate.py"), "--preset", "tiny", "--batch", "2",
@@ -24,6 +27,7 @@ def test_bench_generate_runs_on_the_tiny_preset(tmp_path):
     assert result["cmat_jax"]["copy_bandwidth_gb_s"] > 0
 
 
+@pytest.mark.smoke
 def test_bench_decode_layers_runs_every_loop(tmp_path):
     cmd = [sys.executable, os.path.join(REPO, "bench", "bench_decode_layers.py"), "--preset", "tiny", "--batch", "2",
            "--variants", "scan,static_slices+cublas+no_dot_merger,per_layer_buffers", "--dump-hlo", str(tmp_path)]
