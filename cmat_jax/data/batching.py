@@ -14,6 +14,9 @@ Batches are dicts of numpy arrays, all [batch, length]:
   loss_mask   float32 1.0 where the target is assistant-generated, else 0.0
   segment_ids int32   0 at padding, 1..n for the examples packed in a row
   positions   int32   position within its own example, restarting at 0
+Examples may carry further per-target arrays (`TrainingExample.extras`, e.g.
+the sampler's log-probs and the advantages of RL rows); each becomes one more
+float32 batch array under its own name, 0.0 at padding.
 
 packed:   rows of exactly seq_len; examples are placed in stream order, each
           into the first row with room; the first example that fits no row
@@ -82,39 +85,54 @@ class BatchSpec:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingExample:
-    """One example shifted for next-token training: all three arrays have the same length."""
+    """One example shifted for next-token training: every array has the same length.
+
+    `extras` maps batch names to further float32 per-target arrays (none for SFT).
+    """
 
     inputs: np.ndarray
     targets: np.ndarray
     target_mask: np.ndarray
+    extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.inputs)
 
 
-def to_training_example(ids: np.ndarray, loss_mask: np.ndarray, spec: BatchSpec) -> TrainingExample | None:
-    """Shift and cut one tokenized conversation; None when it should be skipped."""
+def to_training_example(ids: np.ndarray, loss_mask: np.ndarray, spec: BatchSpec,
+                        extras: dict[str, np.ndarray] | None = None) -> TrainingExample | None:
+    """Shift and cut one tokenized conversation; None when it should be skipped.
+
+    `extras` maps names to per-token arrays aligned with `ids`; like the loss
+    mask, each keeps the values of the targets (positions 1..L-1).
+    """
+    extras = extras or {}
     if len(ids) > spec.seq_len + 1:
         if spec.overlong == "drop":
             return None
         ids, loss_mask = ids[: spec.seq_len + 1], loss_mask[: spec.seq_len + 1]
+        extras = {k: v[: spec.seq_len + 1] for k, v in extras.items()}
     if len(ids) < 2 or not loss_mask[1:].any():
         return None
     return TrainingExample(
         inputs=np.asarray(ids[:-1], np.int32),
         targets=np.asarray(ids[1:], np.int32),
         target_mask=np.asarray(loss_mask[1:], np.float32),
+        extras={k: np.asarray(v[1:], np.float32) for k, v in extras.items()},
     )
 
 
-def _empty_batch(rows: int, length: int, pad_id: int) -> dict[str, np.ndarray]:
-    return {
+def _empty_batch(rows: int, length: int, pad_id: int, extra_keys: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    batch = {
         "tokens": np.full((rows, length), pad_id, np.int32),
         "targets": np.full((rows, length), pad_id, np.int32),
         "loss_mask": np.zeros((rows, length), np.float32),
         "segment_ids": np.zeros((rows, length), np.int32),
         "positions": np.zeros((rows, length), np.int32),
     }
+    for key in extra_keys:
+        batch[key] = np.zeros((rows, length), np.float32)
+    return batch
 
 
 def _place(batch: dict[str, np.ndarray], row: int, start: int, segment: int, example: TrainingExample) -> None:
@@ -124,6 +142,40 @@ def _place(batch: dict[str, np.ndarray], row: int, start: int, segment: int, exa
     batch["loss_mask"][row, start:end] = example.target_mask
     batch["segment_ids"][row, start:end] = segment
     batch["positions"][row, start:end] = np.arange(len(example), dtype=np.int32)
+    for key, values in example.extras.items():
+        batch[key][row, start:end] = values
+
+
+class PackedBatch:
+    """One packed batch being filled: each example goes into the first row with room.
+
+    `add` returns False (and places nothing) when the example fits no row; the
+    caller then starts the next batch with it. Shared by the SFT iterator and
+    the RL rows (cmat_jax/rl/rows.py), so both pack the same way.
+    """
+
+    def __init__(self, rows: int, seq_len: int, pad_id: int = 0, extra_keys: tuple[str, ...] = ()):
+        self.seq_len = seq_len
+        self.extra_keys = tuple(extra_keys)
+        self.arrays = _empty_batch(rows, seq_len, pad_id, self.extra_keys)
+        self._used = [0] * rows
+        self._segments = [0] * rows
+
+    @property
+    def empty(self) -> bool:
+        return not any(self._used)
+
+    def add(self, example: TrainingExample) -> bool:
+        if set(example.extras) != set(self.extra_keys):
+            raise ValueError(f"the example carries per-target arrays {sorted(example.extras)}; this batch holds "
+                             f"{sorted(self.extra_keys)}")
+        row = next((r for r in range(len(self._used)) if self._used[r] + len(example) <= self.seq_len), None)
+        if row is None:
+            return False
+        self._segments[row] += 1
+        _place(self.arrays, row, self._used[row], self._segments[row], example)
+        self._used[row] += len(example)
+        return True
 
 
 class SftBatches:
@@ -208,18 +260,12 @@ class SftBatches:
 
     def _next_packed(self) -> dict[str, np.ndarray]:
         spec = self.spec
-        batch = _empty_batch(spec.batch_size, spec.seq_len, spec.pad_id)
-        used = [0] * spec.batch_size
-        segments = [0] * spec.batch_size
+        batch = PackedBatch(spec.batch_size, spec.seq_len, spec.pad_id)
         while True:
             _, example, _ = self._peek()
-            row = next((r for r in range(spec.batch_size) if used[r] + len(example) <= spec.seq_len), None)
-            if row is None:
-                return batch
+            if not batch.add(example):
+                return batch.arrays
             self._take()
-            segments[row] += 1
-            _place(batch, row, used[row], segments[row], example)
-            used[row] += len(example)
 
     def _next_bucketed(self) -> dict[str, np.ndarray]:
         spec = self.spec

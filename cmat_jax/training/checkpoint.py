@@ -1,9 +1,13 @@
-"""Train-state checkpoints with orbax: adapters, optimizer state, data position.
+"""Train-state checkpoints with orbax: per-role adapters and optimizer states, host-side JSON.
 
 Each saved step is a directory `<workdir>/checkpoints/<step>/` holding
-  lora/       the LoRA adapters as a nested dict (blocks/attn/q/lora_a, ...)
-  opt_state/  the optimizer state
-  data/       the data iterator's resumable state (JSON)
+  lora_<role>/       the LoRA adapters of each role as a nested dict (blocks/attn/q/lora_a, ...)
+  opt_state_<role>/  the optimizer state of each trained role (a frozen role has none)
+  host/              named JSON items of the loop: the data position (SFT); memory, curriculum,
+                     RNG, iteration, advantage baseline (CMAT)
+Checkpoints written before roles existed (items lora/, opt_state/, data/) are
+read as role 'assistant' with host item 'data'.
+
 The frozen base is never saved: it is rebuilt from the Hugging Face directory
 (or the seeded random init) named in the run's config. Orbax writes each step
 to a temporary directory and renames it when complete, so a run killed
@@ -14,11 +18,32 @@ shardings, so a run saved on one mesh resumes on any other.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+import re
+from typing import Any, Mapping, Optional
 
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
+
+DEFAULT_ROLE = "assistant"  # the role an SFT run trains
+HOST_ITEM = "host"
+# Item names of the single-adapter layout: adapters, optimizer state, data position.
+LEGACY_LORA, LEGACY_OPT, LEGACY_DATA = "lora", "opt_state", "data"
+_ROLE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def check_role(role: str) -> str:
+    if not isinstance(role, str) or not _ROLE_NAME.fullmatch(role):
+        raise ValueError(f"role name {role!r} must be lower-case letters, digits and '_', starting with a letter")
+    return role
+
+
+def lora_item(role: str) -> str:
+    return f"lora_{check_role(role)}"
+
+
+def opt_item(role: str) -> str:
+    return f"opt_state_{check_role(role)}"
 
 
 def abstract_with_shardings(tree, shardings):
@@ -54,50 +79,87 @@ class Checkpointer:
     def should_save(self, step: int) -> bool:
         return self._manager.should_save(step)
 
-    def save(self, step: int, lora: nnx.State, opt_state: Any, data_state: dict, *, force: bool = False) -> bool:
-        """Starts saving `step` (returns at once when async); False if the interval skips it."""
-        args = ocp.args.Composite(
-            lora=ocp.args.StandardSave(nnx.to_pure_dict(lora)),
-            opt_state=ocp.args.StandardSave(opt_state),
-            data=ocp.args.JsonSave(data_state),
-        )
-        return self._manager.save(step, args=args, force=force)
-
-    def restore(self, step: int, lora_target: nnx.State, lora_shardings, opt_target, opt_shardings
-                ) -> tuple[nnx.State, Any, dict]:
-        """Reads `step` onto the given shardings.
-
-        `lora_target` and `opt_target` are (abstract) states of the current run
-        whose structure, shapes and dtypes the checkpoint must match.
-        """
-        if step not in self.all_steps():
+    def step_items(self, step: int) -> set[str]:
+        """Names of the items saved at `step`."""
+        path = os.path.join(self.directory, str(step))
+        if step not in self.all_steps() or not os.path.isdir(path):
             raise FileNotFoundError(
                 f"no checkpoint for step {step} in {self.directory}; saved steps: {self.all_steps() or 'none'}"
             )
-        lora_pure = abstract_with_shardings(nnx.to_pure_dict(lora_target), nnx.to_pure_dict(lora_shardings))
-        args = ocp.args.Composite(
-            lora=ocp.args.StandardRestore(lora_pure),
-            opt_state=ocp.args.StandardRestore(abstract_with_shardings(opt_target, opt_shardings)),
-            data=ocp.args.JsonRestore(),
-        )
+        return {name for name in os.listdir(path) if os.path.isdir(os.path.join(path, name))}
+
+    def saved_roles(self, step: int) -> tuple[list[str], list[str]]:
+        """(roles with adapters, roles with optimizer state) at `step`."""
+        items = self.step_items(step)
+        if LEGACY_LORA in items:
+            return [DEFAULT_ROLE], [DEFAULT_ROLE] if LEGACY_OPT in items else []
+        adapters = sorted(n[len("lora_"):] for n in items if n.startswith("lora_"))
+        opts = sorted(n[len("opt_state_"):] for n in items if n.startswith("opt_state_"))
+        return adapters, opts
+
+    def save(self, step: int, *, adapters: Mapping[str, nnx.State], opt_states: Mapping[str, Any],
+             host: Mapping[str, Any], force: bool = False) -> bool:
+        """Starts saving `step` (returns at once when async); False if the interval skips it.
+
+        `adapters` and `opt_states` map role names to states; `host` maps names to JSON-serialisable values.
+        """
+        items = {lora_item(role): ocp.args.StandardSave(nnx.to_pure_dict(lora)) for role, lora in adapters.items()}
+        items.update({opt_item(role): ocp.args.StandardSave(opt) for role, opt in opt_states.items()})
+        items[HOST_ITEM] = ocp.args.JsonSave(dict(host))
+        return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+    def restore(self, step: int, *, adapters: Mapping[str, tuple[nnx.State, Any]],
+                opt_states: Mapping[str, tuple[Any, Any]]) -> tuple[dict, dict, dict]:
+        """Reads `step` onto the given shardings: ({role: adapters}, {role: optimizer state}, host items).
+
+        `adapters` and `opt_states` map each role to restore to (target, shardings): (abstract)
+        states of the current run whose structure, shapes and dtypes the checkpoint must match.
+        """
+        items = self.step_items(step)
+        legacy = LEGACY_LORA in items
+        saved_adapters, saved_opts = self.saved_roles(step)
+        for kind, wanted, saved in (("adapters", adapters, saved_adapters), ("optimizer states", opt_states,
+                                                                           saved_opts)):
+            missing = sorted(set(wanted) - set(saved))
+            if missing:
+                raise ValueError(
+                    f"checkpoint {self.directory}/{step} holds {kind} of roles {saved}; this run also needs "
+                    f"{missing}. Resume with the roles (and frozen roles) the run was started with"
+                )
+        names = {}
+        args = {}
+        for role, (target, shardings) in adapters.items():
+            names[("lora", role)] = name = LEGACY_LORA if legacy else lora_item(role)
+            args[name] = ocp.args.StandardRestore(
+                abstract_with_shardings(nnx.to_pure_dict(target), nnx.to_pure_dict(shardings)))
+        for role, (target, shardings) in opt_states.items():
+            names[("opt", role)] = name = LEGACY_OPT if legacy else opt_item(role)
+            args[name] = ocp.args.StandardRestore(abstract_with_shardings(target, shardings))
+        host_name = LEGACY_DATA if legacy else HOST_ITEM
+        if host_name in items:
+            args[host_name] = ocp.args.JsonRestore()
         try:
-            restored = self._manager.restore(step, args=args)
+            restored = self._manager.restore(step, args=ocp.args.Composite(**args))
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(
                 f"checkpoint {self.directory}/{step} does not fit this run's adapters or optimizer ({e}); "
                 "resume with the LoRA, model and optimizer settings the run was started with"
             ) from e
-        lora = jax.tree.map(lambda x: x, lora_target)  # a fresh State of the same structure
-        nnx.replace_by_pure_dict(lora, restored["lora"])
-        return lora, restored["opt_state"], restored["data"]
+        out_adapters = {}
+        for role, (target, _) in adapters.items():
+            lora = jax.tree.map(lambda x: x, target)  # a fresh State of the same structure
+            nnx.replace_by_pure_dict(lora, restored[names[("lora", role)]])
+            out_adapters[role] = lora
+        out_opts = {role: restored[names[("opt", role)]] for role in opt_states}
+        host = {} if host_name not in items else \
+            {LEGACY_DATA: restored[host_name]} if legacy else dict(restored[host_name])
+        return out_adapters, out_opts, host
 
-    def restore_adapters(self, step: int, lora_target: nnx.State, lora_shardings) -> nnx.State:
-        """Only the adapters of `step` (for export and evaluation)."""
-        lora_pure = abstract_with_shardings(nnx.to_pure_dict(lora_target), nnx.to_pure_dict(lora_shardings))
-        restored = self._manager.restore(step, args=ocp.args.Composite(lora=ocp.args.StandardRestore(lora_pure)))
-        lora = jax.tree.map(lambda x: x, lora_target)
-        nnx.replace_by_pure_dict(lora, restored["lora"])
-        return lora
+    def restore_adapters(self, step: int, lora_target: nnx.State, lora_shardings, *,
+                         role: str = DEFAULT_ROLE) -> nnx.State:
+        """Only the adapters of `role` at `step` (for export and evaluation)."""
+        adapters, _, _ = self.restore(step, adapters={role: (lora_target, lora_shardings)}, opt_states={})
+        return adapters[role]
 
     def wait(self) -> None:
         """Blocks until background saves are on disk."""

@@ -1,11 +1,20 @@
-"""The SFT train step: one jit-compiled pure function over
-(frozen params, LoRA params, optimizer state, batch, step).
+"""The train step: one jit-compiled pure function over
+(frozen params, LoRA params, optimizer state, batch, step), for any token loss.
+
+The loss is a function (`LossFn`): given the model (frozen base + the adapters
+being trained) and one microbatch, it returns the sum of its per-token loss,
+the number of loss tokens, and a dict of further per-token sums to report.
+`sft_loss` (next-token NLL on the loss mask) is the default; the RL objectives
+(cmat_jax/rl/objectives.py) plug in the same way, so SFT and RL share
+microbatching, adapter-only gradients, sharding, the non-finite guard and
+donation.
 
 Gradients are taken with respect to the LoRA adapters only. A batch of B rows
 is split into `microbatches` groups that run one after another under
-`lax.scan`, accumulating the summed NLL and summed gradients; dividing by the
-total number of loss tokens at the end makes the result identical to one big
-batch (a token mean over the whole batch, not a mean of microbatch means).
+`lax.scan`, accumulating the summed loss, the reported sums and the summed
+gradients; dividing by the total number of loss tokens at the end makes the
+result identical to one big batch (a token mean over the whole batch, not a
+mean of microbatch means). Each reported sum becomes a token mean the same way.
 
 A step whose loss or gradient norm is not finite leaves adapters and
 optimizer state exactly as they were and reports `finite = False`; the loop
@@ -41,36 +50,65 @@ def split_microbatches(batch: dict, microbatches: int) -> dict:
     return {k: constrain(split(v), (None, "batch", "seq")) for k, v in batch.items()}
 
 
-def _nll(lora, frozen, graphdef, mb: dict, chunk_size: Optional[int], dropout_key):
-    model = nnx.merge(graphdef, lora, frozen)
+# (model, microbatch, chunk_size, dropout_key) -> (loss sum, loss-token count, {name: per-token sum})
+LossFn = Callable[[nnx.Module, dict, Optional[int], Optional[jax.Array]], tuple[jax.Array, jax.Array, dict]]
+
+
+def sft_loss(model, mb: dict, chunk_size: Optional[int], dropout_key):
+    """Next-token negative log-likelihood summed over the loss mask; nothing further reported."""
     h_btd, _ = model.hidden_states(mb["tokens"], mb["positions"], mb["segment_ids"], use_lora=True,
                                    dropout_key=dropout_key)
-    return nll_sum_and_count(h_btd, model.output_kernel(), mb["targets"], mb["loss_mask"], chunk_size)
+    total, count = nll_sum_and_count(h_btd, model.output_kernel(), mb["targets"], mb["loss_mask"], chunk_size)
+    return total, count, {}
+
+
+def _loss(lora, frozen, graphdef, mb: dict, chunk_size: Optional[int], dropout_key, loss_fn: LossFn):
+    model = nnx.merge(graphdef, lora, frozen)
+    total, count, sums = loss_fn(model, mb, chunk_size, dropout_key)
+    return total, (count, sums)
+
+
+def loss_grads_and_metrics(graphdef: nnx.GraphDef, frozen, lora, batch: dict, *, microbatches: int = 1,
+                           chunk_size: Optional[int] = None, dropout_key: Optional[jax.Array] = None,
+                           loss_fn: LossFn = sft_loss):
+    """(token-mean loss, number of loss tokens, d loss / d lora, {name: token mean of each reported sum}).
+
+    Pure and traceable; `batch` holds [B, t] arrays with B divisible by `microbatches`.
+    """
+    grad_fn = jax.value_and_grad(_loss, has_aux=True)
+    mbs = split_microbatches(batch, microbatches)
+    one_mb = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), mbs)
+    _, (_, sums_shape) = jax.eval_shape(
+        lambda l, f, mb: _loss(l, f, graphdef, mb, chunk_size, dropout_key, loss_fn), lora, frozen, one_mb)
+
+    def accumulate(carry, xs):
+        grad_sum, loss_sum, count, sums = carry
+        mb, index = xs
+        key = None if dropout_key is None else jax.random.fold_in(dropout_key, index)
+        (loss, (n, mb_sums)), grads = grad_fn(lora, frozen, graphdef, mb, chunk_size, key, loss_fn)
+        grad_sum = jax.tree.map(lambda a, g: a + g.astype(a.dtype), grad_sum, grads)
+        sums = jax.tree.map(lambda a, s: a + s.astype(jnp.float32), sums, mb_sums)
+        return (grad_sum, loss_sum + loss, count + n, sums), None
+
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), lora)
+    init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
+            jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), sums_shape))
+    (grad_sum, loss_sum, count, sums), _ = jax.lax.scan(accumulate, init, (mbs, jnp.arange(microbatches)))
+    denom = jnp.maximum(count, 1.0)
+    grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grad_sum, lora)
+    return loss_sum / denom, count, grads, jax.tree.map(lambda s: s / denom, sums)
 
 
 def loss_and_grads(graphdef: nnx.GraphDef, frozen, lora, batch: dict, *, microbatches: int = 1,
-                   chunk_size: Optional[int] = None, dropout_key: Optional[jax.Array] = None):
+                   chunk_size: Optional[int] = None, dropout_key: Optional[jax.Array] = None,
+                   loss_fn: LossFn = sft_loss):
     """(token-mean loss, number of loss tokens, d loss / d lora) over the whole batch.
 
     Pure and traceable; `batch` holds [B, t] arrays with B divisible by `microbatches`.
     """
-    grad_fn = jax.value_and_grad(_nll, has_aux=True)
-    mbs = split_microbatches(batch, microbatches)
-
-    def accumulate(carry, xs):
-        grad_sum, nll_sum, count = carry
-        mb, index = xs
-        key = None if dropout_key is None else jax.random.fold_in(dropout_key, index)
-        (nll, n), grads = grad_fn(lora, frozen, graphdef, mb, chunk_size, key)
-        grad_sum = jax.tree.map(lambda a, g: a + g.astype(a.dtype), grad_sum, grads)
-        return (grad_sum, nll_sum + nll, count + n), None
-
-    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), lora)
-    init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-    (grad_sum, nll_sum, count), _ = jax.lax.scan(accumulate, init, (mbs, jnp.arange(microbatches)))
-    denom = jnp.maximum(count, 1.0)
-    grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grad_sum, lora)
-    return nll_sum / denom, count, grads
+    loss, count, grads, _ = loss_grads_and_metrics(graphdef, frozen, lora, batch, microbatches=microbatches,
+                                                   chunk_size=chunk_size, dropout_key=dropout_key, loss_fn=loss_fn)
+    return loss, count, grads
 
 
 def global_norm(tree) -> jax.Array:
@@ -80,12 +118,15 @@ def global_norm(tree) -> jax.Array:
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, schedule: optax.Schedule, *,
                     mesh=None, lora_shardings=None, opt_shardings=None, microbatches: int = 1,
-                    chunk_size: Optional[int] = None, dropout_seed: Optional[int] = None) -> Callable:
+                    chunk_size: Optional[int] = None, dropout_seed: Optional[int] = None,
+                    loss_fn: LossFn = sft_loss) -> Callable:
     """The jit-compiled step `(frozen, lora, opt_state, batch, step) -> (lora, opt_state, metrics)`.
 
     `step` is the 0-based index of this update (an int32 scalar); it sets the
     learning rate and the dropout key. `lora` and `opt_state` are donated.
-    `dropout_seed` None means LoRA dropout is off.
+    `dropout_seed` None means LoRA dropout is off. `loss_fn` is the token loss
+    (default: SFT's NLL); `metrics` holds loss, grad_norm, loss_tokens,
+    learning_rate, finite, and the token mean of every sum the loss reports.
     """
 
     def train_step(frozen, lora, opt_state, batch, step):
@@ -93,8 +134,9 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
             key = None
             if dropout_seed is not None:
                 key = jax.random.fold_in(jax.random.key(dropout_seed), step)
-            loss, count, grads = loss_and_grads(graphdef, frozen, lora, batch, microbatches=microbatches,
-                                                chunk_size=chunk_size, dropout_key=key)
+            loss, count, grads, means = loss_grads_and_metrics(
+                graphdef, frozen, lora, batch, microbatches=microbatches, chunk_size=chunk_size, dropout_key=key,
+                loss_fn=loss_fn)
             grad_norm = global_norm(grads)
             finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
             updates, new_opt_state = optimizer.update(grads, opt_state, lora)
@@ -105,6 +147,10 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
             new_opt_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_opt_state, opt_state)
         metrics = {"loss": loss, "grad_norm": grad_norm, "loss_tokens": count,
                    "learning_rate": jnp.asarray(lr, jnp.float32), "finite": finite}
+        clash = sorted(set(means) & set(metrics))
+        if clash:
+            raise ValueError(f"the loss function reports {clash}, names the step's own metrics use; rename them")
+        metrics.update(means)
         return new_lora, new_opt_state, metrics
 
     out_shardings = None

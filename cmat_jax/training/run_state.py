@@ -1,0 +1,303 @@
+"""The state of a training run, shared by the SFT trainer and the CMAT loop.
+
+`RunState` builds, from a run config, everything an update needs: the mesh,
+the model split into its graph definition, the frozen base and LoRA adapters,
+their shardings, the optimizer and learning-rate schedule, and the
+checkpointer. It holds one adapter per role (e.g. ('assistant',) for SFT,
+('assistant', 'checker') for CMAT with a learned Checker) on one frozen base,
+and an optimizer state for every role that is not frozen. All roles start from
+the same initial adapters (B = 0, so each starts as the base model).
+
+Updates run through `make_step(loss_fn)` (training/step.py), one jitted
+program for every role (same shapes); `update(role, ...)` applies it to that
+role's adapters and optimizer state, which the step donates. After an update,
+take sampling weights anew (`sampling_weights(role)`): the old ones are freed.
+
+Also here, for every loop: checks of a resumed run's settings, the run record
+(config.json), and the non-finite policy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+from flax import nnx
+
+from cmat_jax import sharding as sharding_lib
+from cmat_jax.models.lora import LoRA
+from cmat_jax.training import build
+from cmat_jax.training.checkpoint import DEFAULT_ROLE, Checkpointer, check_role
+from cmat_jax.training.metrics import truncate_metrics_after
+from cmat_jax.training.optimizer import make_optimizer, make_schedule
+from cmat_jax.training.step import BATCH_KEYS, LossFn, make_train_step, sft_loss
+
+NONFINITE_MODES = ("stop", "skip")
+# Settings a resumed run may change without changing the data order or the math of a step
+# (train.steps only where the schedule allows it: see steps_change).
+RESUMABLE_CHANGES = ("train.steps", "train.log_every", "resume", "workdir", "mesh", "checkpoint")
+
+
+class NonFiniteError(FloatingPointError):
+    """A step produced a non-finite loss or gradient and train.nonfinite is 'stop'."""
+
+
+def check_nonfinite_mode(mode: str) -> str:
+    if mode not in NONFINITE_MODES:
+        raise ValueError(f"train.nonfinite is {mode!r}; choose from {', '.join(NONFINITE_MODES)}")
+    return mode
+
+
+# -- resume checks and the run record ------------------------------------------
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def steps_change(saved_train: dict, train: dict) -> list[str]:
+    """A change of train.steps that would change the learning rate of the remaining steps."""
+    old, new = saved_train.get("steps"), train.get("steps")
+    if old == new or (train.get("decay") == "constant" and train.get("warmup_steps", 0) <= min(old, new)):
+        return []
+    return [f"train.steps: saved {old!r}, now {new!r} (the {train.get('decay')!r} schedule spans train.steps, so "
+            "every remaining learning rate would change; only a train.decay='constant' run past its warmup can "
+            "change its length)"]
+
+
+def config_differences(saved: dict, current: dict, resumable: Sequence[str] = RESUMABLE_CHANGES) -> list[str]:
+    """Settings that differ between a saved run config and this one, ignoring `resumable` ones."""
+    a, b = _flatten(saved), _flatten(current)
+    allowed = lambda name: any(name == p or name.startswith(p + ".") for p in resumable)  # noqa: E731
+    return [f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if not allowed(k) and a.get(k) != b.get(k)]
+
+
+def absolute_paths(config, keys: Sequence[str]) -> None:
+    """Records the path settings `keys` ('section.name') absolute: export and resume may run elsewhere."""
+    for key in keys:
+        section, name = key.split(".")
+        if config[section][name]:
+            config[section][name] = os.path.abspath(config[section][name])
+
+
+def make_checkpointer(config, workdir: str) -> Checkpointer:
+    c = config.checkpoint
+    return Checkpointer(os.path.join(workdir, "checkpoints"), every=int(c.every), keep=int(c.keep),
+                        async_save=bool(c.async_save))
+
+
+def resume_step(config, checkpointer: Checkpointer, workdir: str, *,
+                resumable: Sequence[str] = RESUMABLE_CHANGES,
+                extra_checks: Callable[[dict, dict], list[str]] = lambda saved, current: steps_change(
+                    saved["train"], current["train"])) -> Optional[int]:
+    """The checkpoint to continue from, or None for a fresh start; refuses unsafe combinations.
+
+    A workdir with checkpoints needs `resume`; a resumed run must match the saved
+    config.json except for `resumable` settings and what `extra_checks(saved, current)` allows.
+    """
+    latest = checkpointer.latest_step()
+    if latest is None:
+        if config.resume:
+            logging.info("resume requested but %s holds no checkpoint; starting at step 0", workdir)
+        return None
+    if not config.resume:
+        raise FileExistsError(
+            f"{workdir} already holds checkpoints (latest step {latest}); pass --config.resume=true to "
+            "continue that run, or choose another --config.workdir"
+        )
+    config_path = os.path.join(workdir, "config.json")
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            saved, current = json.load(f), json.loads(config.to_json())
+        diffs = config_differences(saved, current, resumable) + extra_checks(saved, current)
+        if diffs:
+            raise ValueError(
+                f"cannot resume {workdir}: its run used other settings, so the data order or the "
+                "updates would differ:\n  " + "\n  ".join(diffs) +
+                "\nresume with the original settings or start a new workdir"
+            )
+    return latest
+
+
+def record_run(config, workdir: str, step: int) -> None:
+    """Writes the run's config (for resume checks and export) and drops metrics past `step` (main process only)."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    config_path = os.path.join(workdir, "config.json")
+    with open(config_path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(config.to_json(indent=2))
+    os.replace(config_path + ".tmp", config_path)
+    truncate_metrics_after(os.path.join(workdir, "metrics.jsonl"), step)
+
+
+def check_batch_layout(rows: int, microbatches: int, mesh, rows_field: str = "data.batch_size") -> None:
+    """Rows split into microbatches, and each microbatch over the mesh's data x fsdp devices."""
+    if microbatches < 1 or rows % microbatches:
+        raise ValueError(f"{rows_field} ({rows}) must be a multiple of train.microbatches ({microbatches})")
+    shards = sharding_lib.batch_shards(mesh)
+    if (rows // microbatches) % shards:
+        raise ValueError(
+            f"each microbatch has {rows // microbatches} rows ({rows_field} / train.microbatches), which the "
+            f"{shards} devices of the mesh's data x fsdp axes cannot split evenly; make it a multiple of {shards}"
+        )
+
+
+# -- the state -------------------------------------------------------------------
+
+
+class RunState:
+    """Mesh, frozen base, per-role adapters and optimizer states, schedule, checkpointer.
+
+    roles: the adapters held, one per role; frozen_roles: those never updated
+    (no optimizer state). `mesh` overrides config.mesh; `checkpointer` None
+    means this state is never saved.
+    """
+
+    def __init__(self, config, *, mesh=None, roles: Sequence[str] = (DEFAULT_ROLE,),
+                 frozen_roles: Sequence[str] = (), checkpointer: Optional[Checkpointer] = None):
+        roles = tuple(check_role(r) for r in roles)
+        if not roles or len(set(roles)) != len(roles):
+            raise ValueError(f"roles must be distinct role names, at least one; found {roles}")
+        unknown = sorted(set(frozen_roles) - set(roles))
+        if unknown:
+            raise ValueError(f"frozen roles {unknown} are not among the roles {list(roles)}")
+        self.config = config
+        self.roles = roles
+        self.frozen_roles = tuple(r for r in roles if r in frozen_roles)
+        self.checkpointer = checkpointer
+        t = config.train
+        self.mesh = mesh if mesh is not None else build.make_mesh(config.mesh)
+
+        model = build.build_model(config, self.mesh)
+        self.model_config = model.cfg
+        self.graphdef, lora, frozen = nnx.split(model, LoRA, ...)
+        del model
+        adapter_dtype = build.dtype_from_name(t.adapter_dtype, "train.adapter_dtype")
+        self.lora_shardings = sharding_lib.state_shardings(lora, self.mesh)
+        self.frozen_shardings = sharding_lib.state_shardings(frozen, self.mesh)
+        self.frozen = jax.device_put(frozen, self.frozen_shardings)
+        initial = jax.device_put(jax.tree.map(lambda x: x.astype(adapter_dtype), lora), self.lora_shardings)
+        # Every role its own buffers: an update donates one role's adapters, never another's.
+        self.adapters = {role: initial if i == 0 else self._copy(initial) for i, role in enumerate(roles)}
+
+        self.schedule = make_schedule(peak_lr=float(t.learning_rate), total_steps=int(t.steps),
+                                      warmup_steps=int(t.warmup_steps), decay=t.decay,
+                                      end_lr_ratio=float(t.end_lr_ratio))
+        self.optimizer = make_optimizer(weight_decay=float(t.weight_decay), max_grad_norm=float(t.max_grad_norm),
+                                        b1=float(t.b1), b2=float(t.b2), eps=float(t.eps))
+        abstract_opt = jax.eval_shape(self.optimizer.init, self.adapters[roles[0]])
+        self.opt_shardings = sharding_lib.state_shardings(abstract_opt, self.mesh)
+        self.opt_states = {role: self.fresh_opt_state(role) for role in self.trained_roles}
+        self.batch_sharding = sharding_lib.batch_sharding(self.mesh, 2)
+
+    def _copy(self, tree):
+        return jax.tree.map(lambda x, s: jax.device_put(x, s, may_alias=False), tree, self.lora_shardings)
+
+    @property
+    def trained_roles(self) -> tuple[str, ...]:
+        return tuple(r for r in self.roles if r not in self.frozen_roles)
+
+    def _trained(self, role: str) -> str:
+        if role not in self.roles:
+            raise KeyError(f"role {role!r} has no adapters here; roles are {list(self.roles)}")
+        if role in self.frozen_roles:
+            raise ValueError(f"role {role!r} is frozen: it has no optimizer state and is never updated")
+        return role
+
+    def fresh_opt_state(self, role: str):
+        """A new optimizer state for `role`'s adapters (e.g. to start a phase with its own moments)."""
+        return jax.jit(self.optimizer.init, out_shardings=self.opt_shardings)(self.adapters[self._trained(role)])
+
+    # -- updates ---------------------------------------------------------
+
+    def make_step(self, loss_fn: LossFn = sft_loss, *, schedule=None, microbatches: Optional[int] = None,
+                  chunk_size: Optional[int] = None) -> Callable:
+        """The jitted step `(frozen, lora, opt_state, batch, step) -> (lora, opt_state, metrics)` for `loss_fn`.
+
+        Defaults come from config.train: its schedule, microbatches and loss_chunk_size
+        (0: none); LoRA dropout (seeded by config.seed) when lora.dropout > 0.
+        """
+        t = self.config.train
+        if chunk_size is None:
+            chunk_size = int(t.loss_chunk_size) or None
+        dropout = float(self.config.lora.dropout) > 0.0
+        return make_train_step(
+            self.graphdef, self.optimizer, schedule if schedule is not None else self.schedule, mesh=self.mesh,
+            lora_shardings=self.lora_shardings, opt_shardings=self.opt_shardings,
+            microbatches=int(t.microbatches) if microbatches is None else int(microbatches), chunk_size=chunk_size,
+            dropout_seed=int(self.config.seed) if dropout else None, loss_fn=loss_fn,
+        )
+
+    def update(self, role: str, step_fn: Callable, batch: dict, step: int) -> dict:
+        """One update of `role`'s adapters with `step_fn` on a placed batch; returns the device metrics."""
+        role = self._trained(role)
+        self.adapters[role], self.opt_states[role], metrics = step_fn(
+            self.frozen, self.adapters[role], self.opt_states[role], batch, jnp.int32(step))
+        return metrics
+
+    def put_batch(self, batch: dict, *, keys: Sequence[str] = BATCH_KEYS, rows: Optional[int] = None,
+                  rows_field: str = "data.batch_size") -> dict:
+        """Checks a host batch of [rows, t] arrays and places `keys` on the mesh (every host holds the whole batch)."""
+        missing = [k for k in keys if k not in batch]
+        if missing:
+            raise KeyError(f"the batch lacks {missing}; a batch holds {', '.join(keys)}")
+        shape = batch["tokens"].shape
+        for key in keys:
+            if batch[key].shape != shape:
+                raise ValueError(f"batch[{key!r}] has shape {batch[key].shape}; expected {shape} like batch['tokens']")
+        if rows is not None and shape[0] != rows:
+            raise ValueError(f"the batch has {shape[0]} rows; {rows_field} is {rows}")
+        vocab = self.model_config.vocab_size
+        for key in ("tokens", "targets"):
+            ids = batch[key] if key == "tokens" else batch[key][batch["loss_mask"] > 0]
+            if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+                raise ValueError(
+                    f"batch[{key!r}] holds ids outside [0, {vocab}): the tokenizer does not match the model")
+        return {k: jax.make_array_from_callback(shape, self.batch_sharding, lambda index, a=batch[k]: a[index])
+                for k in keys}
+
+    # -- sampling --------------------------------------------------------
+
+    def sampling_weights(self, role: str) -> tuple[nnx.GraphDef, nnx.State]:
+        """(graphdef, full model state with `role`'s adapters) for Sampler.generate; take anew after each update."""
+        if role not in self.roles:
+            raise KeyError(f"role {role!r} has no adapters here; roles are {list(self.roles)}")
+        return self.graphdef, nnx.merge_state(self.adapters[role], self.frozen)
+
+    def model(self, role: str = DEFAULT_ROLE) -> nnx.Module:
+        """The model with `role`'s adapters (sharing this state's arrays), e.g. to build a Sampler."""
+        return nnx.merge(*self.sampling_weights(role))
+
+    # -- checkpoints -----------------------------------------------------
+
+    def save(self, step: int, host: dict, *, force: bool = False) -> bool:
+        """Starts saving every role's adapters, the trained roles' optimizer states and `host` (JSON) at `step`."""
+        if self.checkpointer is None:
+            raise ValueError("this run state has no checkpointer; build it with checkpointer=...")
+        return self.checkpointer.save(step, adapters=self.adapters, opt_states=self.opt_states, host=host,
+                                      force=force)
+
+    def restore(self, step: int) -> dict:
+        """Loads every role's adapters and optimizer states of checkpoint `step` onto this mesh; returns host items."""
+        if self.checkpointer is None:
+            raise ValueError("this run state has no checkpointer; build it with checkpointer=...")
+        adapters, opt_states, host = self.checkpointer.restore(
+            step, adapters={r: (self.adapters[r], self.lora_shardings) for r in self.roles},
+            opt_states={r: (self.opt_states[r], self.opt_shardings) for r in self.trained_roles})
+        self.adapters.update(adapters)
+        self.opt_states.update(opt_states)
+        return host
+
