@@ -13,9 +13,10 @@ import itertools
 import json
 import math
 import os
-from typing import Mapping, Optional
+import numbers
+from typing import Any, Mapping, NamedTuple, Optional
 
-from cmat_jax.fileio import JsonlError, JsonlLine, atomic_write, read_jsonl
+from cmat_jax.fileio import JsonlError, atomic_write, read_jsonl
 from cmat_jax.training.tb_events import drop_events_after
 
 METRICS_FILE = "metrics.jsonl"
@@ -26,7 +27,13 @@ TENSORBOARD_DIR = "tensorboard"
 _WRITER_NUMBERS = itertools.count()
 
 
-def check_metrics_file(path: str) -> list[JsonlLine]:
+class MetricsLine(NamedTuple):
+    number: int  # line number in metrics.jsonl
+    record: dict  # {"step": int, name: value, ...}
+    text: str  # the line as written
+
+
+def check_metrics_file(path: str) -> list[MetricsLine]:
     """The records of a metrics.jsonl (none if it does not exist), each an object with an integer step.
 
     A partial last line (a run killed mid-write) is skipped; any other bad line raises
@@ -44,7 +51,7 @@ def check_metrics_file(path: str) -> list[JsonlLine]:
         if not isinstance(step, int) or isinstance(step, bool):
             raise ValueError(f"{path} line {line.number} is not a metrics record (expected an object with an "
                              f"integer 'step', found {line.text.strip()[:80]!r}); fix or delete that line to resume")
-    return lines
+    return [MetricsLine(line.number, line.value, line.text) for line in lines]
 
 
 def truncate_metrics_after(path: str, step: int) -> None:
@@ -54,7 +61,7 @@ def truncate_metrics_after(path: str, step: int) -> None:
     lines = check_metrics_file(path)
     if os.path.isfile(path):  # rewritten even when nothing is dropped: a partial last line must go
         kept = [line.text if line.text.endswith("\n") else line.text + "\n"
-                for line in lines if line.value["step"] <= step]
+                for line in lines if line.record["step"] <= step]
         with atomic_write(path) as f:
             f.writelines(kept)
     drop_events_after(os.path.join(os.path.dirname(path), TENSORBOARD_DIR), step)
@@ -81,19 +88,40 @@ class MetricsWriter:
                                      purge_step=None if start_step is None else start_step + 1,
                                      filename_suffix=f".{os.getpid()}.{next(_WRITER_NUMBERS)}")
 
-    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+    def write(self, step: int, metrics: Mapping[str, Any], *, group: str = "train") -> None:
+        """Appends one record. Python ints, text, booleans and None are written as they are, other numbers
+        as floats (non-finite ones as null: JSON has no NaN). TensorBoard gets each number (not text or
+        booleans) as `<group>/<name>` at `step`."""
         if not self.enabled:
             return
-        # Non-finite values are written as null: JSON has no NaN.
         record = {"step": int(step)}
-        record.update({k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()})
+        record.update({k: _json_value(k, v) for k, v in metrics.items()})
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()  # a killed run keeps every step it logged
         for name, value in metrics.items():
-            self._tb.add_scalar(f"train/{name}", float(value), int(step))
+            if _is_number(value):
+                self._tb.add_scalar(f"{group}/{name}", float(value), int(step))
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._tb.close()
             self._file = self._tb = None
+
+
+def _is_number(value: Any) -> bool:
+    """A real number: Python's, numpy's, or a 0-d array; booleans are not counted as numbers."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    return getattr(value, "shape", None) == () and getattr(getattr(value, "dtype", None), "kind", "") in ("i", "u", "f")
+
+
+def _json_value(name: str, value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if not _is_number(value):
+        raise TypeError(f"metric {name!r} is {value!r}; expected a number, text, a boolean or None")
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -103,7 +103,7 @@ def test_check_metrics_file_names_the_bad_line_and_changes_nothing(tmp_path):
         check_metrics_file(str(path))
 
     path.write_text('{"step": 1, "loss": 2.0}\n\n{"step": 2, "lo')  # killed mid-write: not an error
-    assert [(line.number, line.value) for line in check_metrics_file(str(path))] == [(1, {"step": 1, "loss": 2.0})]
+    assert [(line.number, line.record) for line in check_metrics_file(str(path))] == [(1, {"step": 1, "loss": 2.0})]
 
 
 def test_truncation_keeps_records_verbatim_and_removes_a_partial_line(tmp_path):
@@ -114,3 +114,21 @@ def test_truncation_keeps_records_verbatim_and_removes_a_partial_line(tmp_path):
     path.write_text('{"st')
     truncate_metrics_after(str(path), 1)
     assert path.read_text() == ""
+
+
+def test_records_keep_text_and_integers_and_tensorboard_gets_the_numbers_under_their_group(tmp_path):
+    import numpy as np
+
+    writer = MetricsWriter(str(tmp_path))
+    writer.write(1, {"phase": "sft", "iteration": 0, "loss": np.float32(0.5), "grad_norm": float("nan")}, group="sft")
+    writer.write(2, {"phase": "eval", "success_rate": 0.25, "improved": True, "note": None}, group="eval")
+    with pytest.raises(TypeError, match="metric 'loss' is \\[1.0\\]; expected a number"):
+        writer.write(3, {"loss": [1.0]})
+    writer.close()
+    assert [line.record for line in check_metrics_file(str(tmp_path / "metrics.jsonl"))] == [
+        {"step": 1, "phase": "sft", "iteration": 0, "loss": 0.5, "grad_norm": None},
+        {"step": 2, "phase": "eval", "success_rate": 0.25, "improved": True, "note": None}]
+    scalars = _scalars(tmp_path / "tensorboard")
+    assert scalars[:2] == [("sft/iteration", 1, 0.0), ("sft/loss", 1, 0.5)]
+    assert scalars[2][:2] == ("sft/grad_norm", 1) and np.isnan(scalars[2][2])
+    assert scalars[3:] == [("eval/success_rate", 2, 0.25)]
