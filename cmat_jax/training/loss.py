@@ -29,15 +29,16 @@ def _chunk_nll_sum(h_bcd: jax.Array, kernel_dv: jax.Array, targets_bc: jax.Array
 
 
 def _sequence_chunks(xs, chunk_size: int):
-    """Every [b, t, ...] leaf of `xs` -> [n, b, chunk_size, ...], zero-padded (False for masks) at the end."""
+    """Every [b, t, ...] leaf of `xs` -> [m, b, c, ...] (m chunks of c = chunk_size positions), zero-padded
+    (False for masks) at the end."""
     t = jax.tree.leaves(xs)[0].shape[1]
-    n = -(-t // chunk_size)
-    pad = n * chunk_size - t
+    m = -(-t // chunk_size)
+    pad = m * chunk_size - t
 
     def split(x):
         if pad:  # padded positions carry mask 0, so they add nothing
             x = jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2))
-        return x.reshape(x.shape[0], n, chunk_size, *x.shape[2:]).swapaxes(0, 1)
+        return x.reshape(x.shape[0], m, chunk_size, *x.shape[2:]).swapaxes(0, 1)
 
     return jax.tree.map(split, xs)
 
