@@ -14,9 +14,9 @@ import json
 import math
 import os
 import numbers
-from typing import Any, Mapping, NamedTuple, Optional
+from typing import Any, Mapping, Optional
 
-from cmat_jax.fileio import JsonlError, atomic_write, read_jsonl
+from cmat_jax.fileio import JsonlError, JsonlLine, atomic_write, read_jsonl
 from cmat_jax.training.tb_events import drop_events_after
 
 METRICS_FILE = "metrics.jsonl"
@@ -27,14 +27,9 @@ TENSORBOARD_DIR = "tensorboard"
 _WRITER_NUMBERS = itertools.count()
 
 
-class MetricsLine(NamedTuple):
-    number: int  # line number in metrics.jsonl
-    record: dict  # {"step": int, name: value, ...}
-    text: str  # the line as written
-
-
-def check_metrics_file(path: str) -> list[MetricsLine]:
-    """The records of a metrics.jsonl (none if it does not exist), each an object with an integer step.
+def check_metrics_file(path: str) -> list[JsonlLine]:
+    """The lines of a metrics.jsonl (none if it does not exist); each `.value` is a record, an object with
+    an integer "step".
 
     A partial last line (a run killed mid-write) is skipped; any other bad line raises
     ValueError naming the file and line.
@@ -51,7 +46,7 @@ def check_metrics_file(path: str) -> list[MetricsLine]:
         if not isinstance(step, int) or isinstance(step, bool):
             raise ValueError(f"{path} line {line.number} is not a metrics record (expected an object with an "
                              f"integer 'step', found {line.text.strip()[:80]!r}); fix or delete that line to resume")
-    return [MetricsLine(line.number, line.value, line.text) for line in lines]
+    return lines
 
 
 def truncate_metrics_after(path: str, step: int) -> None:
@@ -61,7 +56,7 @@ def truncate_metrics_after(path: str, step: int) -> None:
     lines = check_metrics_file(path)
     if os.path.isfile(path):  # rewritten even when nothing is dropped: a partial last line must go
         kept = [line.text if line.text.endswith("\n") else line.text + "\n"
-                for line in lines if line.record["step"] <= step]
+                for line in lines if line.value["step"] <= step]
         with atomic_write(path) as f:
             f.writelines(kept)
     drop_events_after(os.path.join(os.path.dirname(path), TENSORBOARD_DIR), step)

@@ -103,7 +103,7 @@ def test_check_metrics_file_names_the_bad_line_and_changes_nothing(tmp_path):
         check_metrics_file(str(path))
 
     path.write_text('{"step": 1, "loss": 2.0}\n\n{"step": 2, "lo')  # killed mid-write: not an error
-    assert [(line.number, line.record) for line in check_metrics_file(str(path))] == [(1, {"step": 1, "loss": 2.0})]
+    assert [(line.number, line.value) for line in check_metrics_file(str(path))] == [(1, {"step": 1, "loss": 2.0})]
 
 
 def test_truncation_keeps_records_verbatim_and_removes_a_partial_line(tmp_path):
@@ -125,7 +125,7 @@ def test_records_keep_text_and_integers_and_tensorboard_gets_the_numbers_under_t
     with pytest.raises(TypeError, match="metric 'loss' is \\[1.0\\]; expected a number"):
         writer.write(3, {"loss": [1.0]})
     writer.close()
-    assert [line.record for line in check_metrics_file(str(tmp_path / "metrics.jsonl"))] == [
+    assert [line.value for line in check_metrics_file(str(tmp_path / "metrics.jsonl"))] == [
         {"step": 1, "phase": "sft", "iteration": 0, "loss": 0.5, "grad_norm": None},
         {"step": 2, "phase": "eval", "success_rate": 0.25, "improved": True, "note": None}]
     scalars = _scalars(tmp_path / "tensorboard")
