@@ -339,6 +339,7 @@ def run_engine(args) -> dict:
         / len(trajectories),
         engine_bookkeeping_s=stats.bookkeeping_s,
         prompt_extension_s=extend_s[0],
+        dropped_observations=sum(tr.dropped_observations for tr in trajectories),
     )
     return out
 
@@ -352,7 +353,7 @@ def run_peer(args) -> dict:
     import transformers
 
     from cmat_jax.agents import prompts as prompt_lib
-    from cmat_jax.agents.memory import ReflectionMemory, render_memory
+    from cmat_jax.agents.memory import ReflectionMemory, fit_observations, render_memory
     from cmat_jax.agents.trajectory import CONTEXT_OVERFLOW, CORRECT
     from cmat_jax.chat import ASSISTANT, USER, Message
     from cmat_jax.data.tokenizer import decode_ids, end_of_turn_ids, render_chat, tokenize_text
@@ -398,22 +399,31 @@ def run_peer(args) -> dict:
 
     user = make_user(args, tasks)
     memory = ReflectionMemory()
-    env = SqlEnv(SqlEnvConfig(max_rounds=args.max_rounds, checker="off"))  # only the Checker role gates, as in the engine
+    budget = max_len - args.max_new_tokens - headers.longest(tasks)  # the engine's prompt budget
+    dropped = [0]
+    # As in the engine, only the Checker role gates statements.
+    env = SqlEnv(SqlEnvConfig(max_rounds=args.max_rounds, checker="off"))
 
-    def play(task, trial: int) -> tuple[str, list[Message], int, int]:
+    def play(task, trial: int) -> tuple[str, list[Message], int, int, int]:
         """(status, messages, opening length, Assistant turns, prompt tokens of those turns)."""
         messages = user.opening(env.reset(task), render_memory(memory.recent(task.task_id) if trial else []))
         opening, turns, prompt_tokens = len(messages), 0, 0
         static = Checker.for_task(task) if "static" in args.checker else None
         while True:
-            ids = tokenize_text(tokenizer, render(messages)) + headers.ids(task)  # the whole conversation again
-            if len(ids) + args.max_new_tokens > max_len:
-                env.close()
-                return CONTEXT_OVERFLOW, messages, opening, turns, prompt_tokens
+            ids = tokenize_text(tokenizer, render(messages))  # the whole conversation again
+            if len(ids) > budget:  # short-term memory as the engine keeps it: drop the oldest observations
+                fits = lambda m: len(tokenize_text(tokenizer, render(m))) <= budget  # noqa: E731
+                messages, count = fit_observations(messages, opening, fits)
+                dropped[0] += count
+                ids = tokenize_text(tokenizer, render(messages))
+                if len(ids) > budget:
+                    env.close()
+                    return CONTEXT_OVERFLOW, messages, opening, turns, prompt_tokens
+            turns += 1
+            prompt_tokens += len(ids)  # as the engine records a prompt: without the forced header
+            ids += headers.ids(task)
             text = timed("assistant_s", generate, ids, args.max_new_tokens, args.temperature, "assistant")
             text = headers.text(task) + text
-            turns += 1
-            prompt_tokens += len(ids)
             sql, rejection = env.pending_sql(text), None
             if sql is not None and static is not None:
                 verdict = timed("static_checker_s", static.check, sql)
@@ -438,7 +448,8 @@ def run_peer(args) -> dict:
              args.temperature, "assistant")
     env.close()
     warmup_s = time.perf_counter() - start
-    new_tokens.clear()
+    for role in new_tokens:
+        new_tokens[role] = 0
     torch.manual_seed(args.seed)
 
     start = time.perf_counter()
@@ -463,7 +474,7 @@ def run_peer(args) -> dict:
         pending = [task for task, _ in failed]
     total_s = time.perf_counter() - start
     out = summarize(episodes, all_turns, all_prompt_tokens, new_tokens, times, total_s, statuses)
-    out.update(warmup_s=warmup_s, task_indices=indices,
+    out.update(warmup_s=warmup_s, task_indices=indices, dropped_observations=dropped[0],
                device=torch.cuda.get_device_name() if device == "cuda" else "cpu",
                versions={"torch": torch.__version__, "transformers": transformers.__version__})
     return out
@@ -502,6 +513,10 @@ def print_table(args, ours: dict, peer: Optional[dict], info: dict) -> None:
     print(f"cmat_jax compiled {ours['programs_compiled']} programs ({ours['programs_compiled_while_measured']} "
           f"while measured), {ours['sampler_calls']} reply calls, "
           f"{ours['segments_per_trajectory']:.2f} segments per trajectory")
+    for name, r in (("cmat_jax", ours), ("transformers", peer)):
+        if r is not None:
+            print(f"{name}: statuses {r['statuses']}, {r['dropped_observations']} observations dropped to fit "
+                  "the prompt budget")
     header = (f"{'implementation':<20}{'episodes':>9}{'episodes/s':>12}{'new tok/s':>12}{'turns/ep':>10}"
               f"{'prompt tok/turn':>17}{'warm-up s':>11}")
     print(header)
