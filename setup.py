@@ -26,6 +26,7 @@ setup(
         "tensorboardX>=2.6",
         "jinja2",  # chat templates (transformers does not require it)
         "tqdm",
+        "matplotlib>=3.8",  # the evaluation's ablation plot
         "numpy",
     ],
     extras_require={

@@ -1,8 +1,30 @@
-"""Runs an agent on DBBench tasks and reports DBBench's metrics.
+"""Plays DBBench tasks through the batched rollout engine and reports DBBench's metrics.
 
-    python -m cmat_jax.evaluate --config configs/eval_dbbench.py --config.tasks=<jsonl> --config.agent=oracle
+    python -m cmat_jax.evaluate --config configs/eval_dbbench.py --config.agent=oracle
+    python -m cmat_jax.evaluate --config configs/eval_dbbench.py --config.agent=model --config.model.hf_dir=DIR
+    python -m cmat_jax.evaluate --config configs/eval_dbbench.py --config.agent=model --config.model.workdir=W
+    python -m cmat_jax.evaluate --config configs/eval_dbbench.py --config.agent=model --config.model.preset=tiny \
+        --config.ablations=true
 
-Writes <workdir>/metrics.json and <workdir>/episodes.jsonl (one line per task) and prints a table.
+The agent is the scripted oracle or a model with greedy decoding (every field
+and default: cmat_jax/eval_config.py). A model plays the Assistant, writes the
+reflections after failed trials, and is the learned Checker: a model from
+model.hf_dir or model.preset has no adapter, so all three roles share its
+weights; an SFT run's workdir gives the Assistant its trained adapter, and the
+learned Checker is the run's frozen base (adapters off), since an SFT run
+trains no Checker adapter. Runs of `--config.mode=cmat` are refused for now:
+training/workdir.py restores SFT runs' adapters only.
+
+An episode is a task played for up to reflection.trials trials; it counts as
+correct if any of its trials is correct (see cmat_jax/eval_report.py, which
+also reports each trial's accuracy). With ablations=true the CMAT paper's
+Figure 3 variants run on the same tasks and model: 'full' (the configured
+trials and Checker), 'no_reflection' (trials=1) and 'no_checker'
+(checker=off). Greedy decoding makes every variant deterministic.
+
+Writes to <workdir>: metrics.json (with ablations: every variant under
+"variants"), episodes.jsonl (one line per trial: Trajectory.to_json() plus the
+"variant" it belongs to) and, with ablations, ablations.md and ablations.png.
 """
 
 from __future__ import annotations
@@ -10,87 +32,192 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Callable
+import time
+from typing import Any, Optional
 
 import ml_collections
 from absl import app
+from flax import nnx
 from ml_collections import config_flags
 
+from cmat_jax import eval_config, eval_report
+from cmat_jax import sharding as sharding_lib
+from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
+from cmat_jax.agents.memory import ReflectionMemory
 from cmat_jax.agents.oracle import OracleAgent
-from cmat_jax.envs.base import Agent, Episode, run_episode
+from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
+from cmat_jax.agents.replies import ModelReplies, SamplingSettings, ScriptedReplies
+from cmat_jax.agents.trajectory import Trajectory
+from cmat_jax.agents.user import User
+from cmat_jax.data.tokenizer import load_tokenizer
 from cmat_jax.envs.sql.database import Limits
-from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
-from cmat_jax.envs.sql.metrics import REPORTED_TYPES, dbbench_metrics
+from cmat_jax.envs.sql.env import SqlEnvConfig
 from cmat_jax.envs.sql.tasks import load_tasks
+from cmat_jax.models.config import preset
+from cmat_jax.sampling.sampler import Sampler, SamplerConfig
+from cmat_jax.training import build
+from cmat_jax.training.config import default_config as run_default_config
+from cmat_jax.training.workdir import load_trained_model, read_run_config
+
+format_table = eval_report.format_table  # the printed table of one variant
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Evaluation config file, e.g. configs/eval_dbbench.py.")
 
-# Agents by name: each entry builds an agent from the whole config.
-AGENTS: dict[str, Callable[[ml_collections.ConfigDict], Agent]] = {
-    "oracle": lambda config: OracleAgent(),
-}
+
+@dataclasses.dataclass
+class Players:
+    """The reply sources of the roles, with what they need to run."""
+
+    assistant: Any  # also writes the reflections
+    checker: Optional[Any]  # the learned Checker's reply source (None: the oracle)
+    tokenizer: Optional[Any]
+    weights: dict[str, Any]
+    max_len: Optional[int]
+    description: Optional[dict[str, Any]]  # the model, recorded in metrics.json (None: the oracle)
 
 
-def make_agent(config: ml_collections.ConfigDict) -> Agent:
-    if config.agent not in AGENTS:
-        raise ValueError(f"config.agent is {config.agent!r}; registered agents: {', '.join(sorted(AGENTS))}")
-    return AGENTS[config.agent](config)
+def make_env_config(config: ml_collections.ConfigDict) -> SqlEnvConfig:
+    limits = Limits(timeout_s=config.timeout_s, max_output_chars=config.max_output_chars,
+                    heap_limit_bytes=int(config.heap_limit_mib) << 20)
+    return SqlEnvConfig(max_rounds=config.max_rounds, limits=limits)
 
 
-def make_env(config: ml_collections.ConfigDict) -> SqlEnv:
-    limits = Limits(
-        timeout_s=config.timeout_s,
-        max_output_chars=config.max_output_chars,
-        heap_limit_bytes=int(config.heap_limit_mib) << 20,
-    )
-    return SqlEnv(SqlEnvConfig(max_rounds=config.max_rounds, checker=config.checker, limits=limits))
+def make_players(config: ml_collections.ConfigDict, settings: eval_config.Settings) -> Players:
+    if settings.agent == "oracle":
+        return Players(ScriptedReplies(OracleAgent), None, None, {}, None, None)
+    mesh = sharding_lib.make_mesh(1, -1, 1)  # the weights sharded over every device (fsdp)
+    model, tokenizer, description = load_model(config, settings.source, mesh)
+    s = config.sampling
+    sampler_config = SamplerConfig(max_len=int(s.max_len) or None, max_batch=int(s.batch_size) or None)
+    sampler = Sampler(model, sampler_config, mesh=mesh)
+    assistant = ModelReplies(sampler, tokenizer)
+    checker = assistant
+    if settings.source == "workdir" and settings.needs_learned_checker:
+        # The run trained the Assistant's adapter only: the Checker is the frozen base (adapters off).
+        checker = ModelReplies(Sampler(model, dataclasses.replace(sampler_config, use_lora=False),
+                                       mesh=mesh), tokenizer)
+    state = nnx.state(model)
+    description.update(max_len=sampler.max_len, sampler_batch=sampler.max_batch)
+    return Players(assistant, checker, tokenizer, {"assistant": state, "checker": state}, sampler.max_len,
+                   description)
 
 
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value
+def load_model(config: ml_collections.ConfigDict, source: str, mesh):
+    """(model, tokenizer, description for metrics.json) from model.hf_dir, model.workdir or model.preset."""
+    m = config.model
+    if source == "hf_dir":
+        from cmat_jax.checkpoints.hf import load_hf_model  # safetensors readers: only this source needs them
 
-
-def episode_record(episode: Episode) -> dict[str, Any]:
-    return {
-        **episode.final_info,
-        "messages": [dataclasses.asdict(m) for m in episode.messages],
-        "steps": [{k: _jsonable(v) for k, v in info.items()} for info in episode.steps],
-    }
-
-
-def format_table(metrics: dict[str, Any]) -> str:
-    lines = [f"{'type':<18} {'n':>4} {'accuracy':>9}", "-" * 33]
-    for group in REPORTED_TYPES:
-        lines.append(f"{group:<18} {metrics['counts'][group]:>4} {metrics[group + '_accuracy']:>9.3f}")
-    lines.append("-" * 33)
-    lines.append(f"{'overall_cat':<18} {metrics['episodes']:>4} {metrics['overall_cat_accuracy']:>9.3f}")
-    lines.append(
-        f"format failures {metrics['format_failures']}, round-limit failures {metrics['round_limit_failures']}, "
-        f"checker rejections {metrics['checker_rejections']}"
-    )
-    return "\n".join(lines)
+        model = load_hf_model(m.hf_dir, dtype=build.dtype_from_name(m.dtype, "model.dtype"),
+                              param_dtype=build.dtype_from_name(m.param_dtype, "model.param_dtype"), mesh=mesh)
+        return model, load_tokenizer(m.hf_dir), {"hf_dir": os.path.abspath(m.hf_dir), "dtype": m.dtype}
+    if source == "workdir":
+        mode = read_run_config(m.workdir).get("mode", "sft")
+        if mode != "sft":
+            raise ValueError(f"{m.workdir} is a mode={mode!r} run; evaluation restores SFT runs' adapters only "
+                             "(training/workdir.py); evaluate an SFT run's workdir")
+        model, run_config, step = load_trained_model(m.workdir, step=int(m.step) or None, mesh=mesh)
+        tokenizer = load_tokenizer(build.tokenizer_path(run_config))
+        return model, tokenizer, {"workdir": os.path.abspath(m.workdir), "step": step,
+                                  "dtype": run_config.model.dtype}
+    vocab_size = preset(m.preset).vocab_size  # an unknown name is a ValueError that lists the presets
+    tokenizer = load_tokenizer()
+    if len(tokenizer) > vocab_size:
+        raise ValueError(f"model.preset={m.preset!r} has {vocab_size} token ids, fewer than the bundled "
+                         f"tokenizer's {len(tokenizer)}; choose a preset with a larger vocabulary")
+    run = run_default_config()  # the trainer's random base, built as `python -m cmat_jax.train` builds it
+    run.seed = int(m.seed)
+    run.model.random_init = True
+    run.model.preset = m.preset
+    run.model.init_std = float(m.init_std)
+    run.model.dtype, run.model.param_dtype = m.dtype, m.param_dtype
+    return build.build_model(run, mesh), tokenizer, {"preset": m.preset, "seed": int(m.seed),
+                                                     "init_std": float(m.init_std), "dtype": m.dtype}
 
 
 def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    if not config.tasks:
-        raise ValueError("config.tasks is empty; pass --config.tasks=<path to a DBBench .jsonl file>")
+    settings = eval_config.resolve(config)
     tasks = load_tasks(config.tasks)
-    agent = make_agent(config)
-    env = make_env(config)
-    os.makedirs(config.workdir, exist_ok=True)  # before the episodes, so a bad workdir costs no run
-    episodes = [run_episode(env, agent, task) for task in tasks]
-    metrics = dbbench_metrics([episode.final_info for episode in episodes])
-    metrics.update(agent=config.agent, tasks=os.path.abspath(config.tasks))
+    if config.max_tasks:
+        tasks = tasks[: config.max_tasks]
+    os.makedirs(config.workdir, exist_ok=True)  # before the model and the episodes, so a bad workdir costs no run
+    players = make_players(config, settings)
+    env_config = make_env_config(config)
+    user = User(tasks, seed=0, curriculum=False,
+                instructions=SHORT_INSTRUCTIONS if settings.instructions == "short" else None)
 
-    os.makedirs(config.workdir, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    records: list[dict[str, Any]] = []
+    for variant in settings.variants:
+        trajectories, metrics = run_variant(config, settings, players, env_config, user, tasks, variant)
+        results[variant.name] = metrics
+        records += [{"variant": variant.name, **t.to_json()} for t in trajectories]
+
+    common = {"agent": config.agent, "tasks": os.path.abspath(config.tasks), "model": players.description}
+    metrics = {**common, **results["full"]} if len(results) == 1 else {**common, "variants": results}
     with open(os.path.join(config.workdir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2)
     with open(os.path.join(config.workdir, "episodes.jsonl"), "w", encoding="utf-8") as f:
-        for episode in episodes:
-            f.write(json.dumps(episode_record(episode), ensure_ascii=False) + "\n")
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    if len(results) > 1:
+        with open(os.path.join(config.workdir, "ablations.md"), "w", encoding="utf-8") as f:
+            f.write(eval_report.ablation_markdown(results))
+        title = f"DBBench accuracy by variant: {_describe(players.description)}, {len(tasks)} tasks"
+        eval_report.ablation_plot(results, os.path.join(config.workdir, "ablations.png"), title)
     return metrics
+
+
+def run_variant(config, settings: eval_config.Settings, players: Players, env_config: SqlEnvConfig, user: User,
+                tasks, variant: eval_config.Variant) -> tuple[list[Trajectory], dict[str, Any]]:
+    """One variant's trajectories (every trial) and metrics, with a progress bar over its episodes."""
+    from tqdm import tqdm
+
+    greedy = lambda tokens: SamplingSettings(max_new_tokens=int(tokens), temperature=0.0)  # noqa: E731
+    rollout = RolloutConfig(
+        assistant=greedy(settings.max_new_tokens or 1),  # the oracle samples nothing
+        checker_sampling=greedy(config.sampling.checker_max_new_tokens),
+        reflection=greedy(settings.reflection_max_new_tokens or 1),
+        trials=variant.trials, checker=variant.checker)
+    engine = RolloutEngine(
+        env_config, rollout, assistant=players.assistant, tokenizer=players.tokenizer,
+        checker_model=players.checker if rollout.learned_checker else None,
+        reflector=players.assistant if variant.trials > 1 else None, max_len=players.max_len)
+    # The bar counts trials, so it moves within a trial as episodes end; an episode solved early counts its
+    # remaining trials at once. The postfix counts whole episodes and their running accuracy.
+    bar = tqdm(total=len(tasks) * variant.trials, desc=variant.name, unit="trial", dynamic_ncols=True)
+    tally = {"done": 0, "correct": 0}
+
+    def on_finish(trajectory: Trajectory) -> None:
+        last = trajectory.correct or trajectory.trial + 1 == variant.trials  # the episode is over
+        bar.update(variant.trials - trajectory.trial if trajectory.correct else 1)
+        if last:
+            tally["done"] += 1
+            tally["correct"] += trajectory.correct
+            bar.set_postfix(episodes=f"{tally['done']}/{len(tasks)}",
+                            accuracy=f"{tally['correct'] / tally['done']:.3f}")
+
+    start = time.perf_counter()
+    try:
+        trajectories = engine.run(tasks, weights=players.weights, memory=ReflectionMemory(config.reflection.omega),
+                                  user=user, on_finish=on_finish)
+    finally:
+        bar.close()
+    metrics = eval_report.variant_metrics(trajectories, variant.trials)
+    metrics["variant"] = {"name": variant.name, "trials": variant.trials, "checker": variant.checker,
+                          "omega": config.reflection.omega if variant.trials > 1 else None,
+                          "max_new_tokens": settings.max_new_tokens or None,
+                          "reflection_max_new_tokens":
+                              settings.reflection_max_new_tokens if variant.trials > 1 else None,
+                          "instructions": settings.instructions}
+    metrics["rollout"] = {**dataclasses.asdict(engine.last_stats), "wall_s": time.perf_counter() - start}
+    return trajectories, metrics
+
+
+def _describe(description: Optional[dict[str, Any]]) -> str:
+    if description is None:
+        return "the oracle"
+    return ", ".join(f"{k}={v}" for k, v in description.items() if k in ("preset", "hf_dir", "workdir", "step"))
 
 
 def main(argv):
@@ -101,10 +228,14 @@ def main(argv):
         raise app.UsageError("pass --config configs/eval_dbbench.py")
     try:
         metrics = evaluate(config)
-    except (ValueError, OSError) as e:  # bad config, task file or workdir: the message says what to fix
+    except (ValueError, OSError) as e:  # bad config, task file, model or workdir: the message says what to fix
         raise SystemExit(f"error: {e}") from None
-    print(format_table(metrics))
-    print(f"wrote {os.path.join(config.workdir, 'metrics.json')}")
+    if "variants" in metrics:
+        print(eval_report.ablation_markdown(metrics["variants"]), end="")
+        print(f"wrote {os.path.join(config.workdir, 'ablations.md')} and ablations.png")
+    else:
+        print(format_table(metrics))
+    print(f"wrote {os.path.join(config.workdir, 'metrics.json')} and episodes.jsonl")
 
 
 if __name__ == "__main__":

@@ -1,25 +1,18 @@
-"""DBBench evaluation on the embedded SQLite environment.
+"""DBBench evaluation through the batched rollout engine, on the 60 dev tasks shipped with the package.
 
-    python -m cmat_jax.evaluate --config configs/eval_dbbench.py \
-        --config.tasks=../shared/dbbench/dev.jsonl --config.agent=oracle
+    python -m cmat_jax.evaluate --config configs/eval_dbbench.py --config.agent=oracle
+    python -m cmat_jax.evaluate --config configs/eval_dbbench.py --config.agent=model --config.model.hf_dir=DIR
+    python -m cmat_jax.evaluate --config configs/eval_dbbench.py --config.agent=model --config.model.workdir=W
+    python -m cmat_jax.evaluate --config configs/eval_dbbench.py --config.agent=model --config.model.preset=tiny \
+        --config.ablations=true
+
+Every field, its default and what is refused: cmat_jax/eval_config.py. The
+variant: --config.reflection.trials=N (1 = no reflection), --config.reflection.omega,
+--config.checker=off|static|learned|static+learned.
 """
 
-import os
-
-import ml_collections
-
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_DEV_TASKS = os.path.normpath(os.path.join(_REPO_ROOT, "..", "shared", "dbbench", "dev.jsonl"))
+from cmat_jax.eval_config import default_config
 
 
 def get_config():
-    c = ml_collections.ConfigDict()
-    c.tasks = _DEV_TASKS if os.path.isfile(_DEV_TASKS) else ""  # a DBBench .jsonl file
-    c.agent = "oracle"  # a name registered in cmat_jax.evaluate.AGENTS
-    c.workdir = "workdir/eval_dbbench"  # metrics.json and episodes.jsonl go here
-    c.max_rounds = 15  # statements per episode (DBBench v0.2's setting)
-    c.timeout_s = 2.0  # wall clock per statement
-    c.max_output_chars = 800  # result text shown to the agent (DBBench truncates at 800)
-    c.checker = "report"  # enforce | report | off (see cmat_jax.envs.sql.env.SqlEnvConfig)
-    c.heap_limit_mib = 256  # SQLite heap cap, process-wide
-    return c
+    return default_config()
