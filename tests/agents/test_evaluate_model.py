@@ -1,15 +1,17 @@
-"""Evaluation with a model agent: the tiny preset end to end with ablations, an SFT run's workdir, refusals."""
+"""Evaluation with a model agent: the tiny preset end to end with ablations, an SFT run's workdir, a Hugging
+Face directory, refusals."""
 
 import importlib.util
 import json
 import os
+import shutil
 
 import pytest
 
 from cmat_jax import evaluate
 from cmat_jax.agents.memory import MEMORY_HEADER, render_memory
 from cmat_jax.agents.trajectory import REFLECTION_ROLE, STATUSES, Trajectory
-from cmat_jax.data.tokenizer import decode_ids, load_tokenizer
+from cmat_jax.data.tokenizer import bundled_tokenizer_dir, decode_ids, end_of_turn_ids, load_tokenizer
 from cmat_jax.training.trainer import Trainer
 from tests.envs.sql_helpers import REPO_ROOT
 from tests.training.common import tiny_config
@@ -123,6 +125,32 @@ def test_an_sft_runs_workdir_is_evaluated_with_its_adapters(tmp_path):
         json.dump(dict(run_config, mode="cmat"), f)
     with pytest.raises(ValueError, match="is a mode='cmat' run; evaluation restores SFT runs' adapters only"):
         evaluate.evaluate(config)
+
+
+def test_a_hugging_face_directory_plays_with_its_own_weights_and_tokenizer(tmp_path):
+    import torch
+
+    from tests import tiny_hf
+
+    hf_dir = str(tmp_path / "hf")
+    hf_model = tiny_hf.make_hf_model("qwen2_tied_gqa")  # 1,024 ids, as many as the bundled tokenizer
+    tiny_hf.save_hf(hf_model, hf_dir)
+    for name in os.listdir(bundled_tokenizer_dir()):
+        shutil.copy(os.path.join(bundled_tokenizer_dir(), name), hf_dir)
+    config = tiny_eval_config(tmp_path / "out", max_tasks=2, **{"model.preset": "", "model.hf_dir": hf_dir,
+                                                                "reflection.trials": 1,
+                                                                "reflection.max_new_tokens": 0})
+    metrics = evaluate.evaluate(config)
+    assert metrics["model"] == {"hf_dir": hf_dir, "dtype": "float32", "max_len": 1024, "sampler_batch": None}
+    assert metrics["variant"]["instructions"] == "dbbench" and metrics["episodes"] == 2
+    # Each episode's first reply is transformers' greedy continuation of the same prompt ids.
+    eos = end_of_turn_ids(load_tokenizer(hf_dir))
+    for record in _records(tmp_path / "out"):
+        turn = record["turns"][0]
+        with torch.no_grad():
+            out = hf_model.generate(torch.tensor([turn["prompt_ids"]]), max_new_tokens=12, do_sample=False,
+                                    eos_token_id=eos, pad_token_id=eos[0])
+        assert turn["completion_ids"] == out[0, len(turn["prompt_ids"]):].tolist()
 
 
 @pytest.mark.parametrize("overrides, message", [
