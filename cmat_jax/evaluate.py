@@ -40,7 +40,7 @@ from absl import app
 from flax import nnx
 from ml_collections import config_flags
 
-from cmat_jax import eval_config, eval_report
+from cmat_jax import cli, eval_config, eval_report
 from cmat_jax import sharding as sharding_lib
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.memory import ReflectionMemory
@@ -239,4 +239,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # flag mistakes (unknown fields, wrong types) as one error line
