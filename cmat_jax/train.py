@@ -1,5 +1,6 @@
-"""Supervised LoRA fine-tuning from a config file.
+"""Training from a config file: LoRA SFT (mode 'sft') or the CMAT loop (mode 'cmat').
 
+    python -m cmat_jax.train --config configs/cmat_tiny.py        # SFT warm start, then CMAT iterations
     python -m cmat_jax.train --config configs/sft_tiny.py --config.train.steps=100
     python -m cmat_jax.train --config configs/sft_qwen2_5_1_5b.py --config.model.hf_dir=/models/Qwen2.5-1.5B-Instruct
     python -m cmat_jax.train --config configs/sft_tiny.py --config.resume=true   # continue a killed run
@@ -26,10 +27,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().addFilter(_OrbaxWarningsOnly())
+    config = FLAGS.config
+    if config.get("mode", "sft") == "cmat":
+        return _run_cmat(config)
     from cmat_jax.training.trainer import Trainer
 
     try:
-        trainer = Trainer(FLAGS.config)
+        trainer = Trainer(config)
     except (ValueError, OSError) as e:  # config, data, model or workdir problems: the message says what to fix
         raise SystemExit(f"error: {e}") from None
     try:
@@ -40,7 +44,21 @@ def main(argv):
         logging.info("finished at step %d, loss %.4f; workdir %s", trainer.step, history[-1]["loss"], trainer.workdir)
     else:
         logging.info("nothing to do: the run in %s is already at step %d of train.steps=%d", trainer.workdir,
-                     trainer.step, FLAGS.config.train.steps)
+                     trainer.step, config.train.steps)
+
+
+def _run_cmat(config):
+    from cmat_jax.rl.loop import CmatRun
+
+    try:
+        run = CmatRun(config)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"error: {e}") from None
+    try:
+        run.run()
+    finally:
+        run.close()
+    logging.info("finished at iteration %d; workdir %s", run.iteration, run.workdir)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from ml_collections import config_dict
 def default_config() -> config_dict.ConfigDict:
     """Every field a run reads, with CPU-sized defaults; configs/*.py override what they need."""
     c = config_dict.ConfigDict()
+    c.mode = "sft"  # sft | cmat (cmat runs start from cmat_config())
     c.workdir = "workdir/sft_tiny"
     c.seed = 0  # random base init (when model.hf_dir is empty), adapter init, LoRA dropout
     c.resume = False  # continue from the latest checkpoint in workdir
@@ -100,4 +101,64 @@ def tinyagent_config(preset: str) -> config_dict.ConfigDict:
     c.train.log_every = 10
     c.checkpoint.every = 200
     c.checkpoint.keep = 3
+    return c
+
+
+def cmat_config() -> config_dict.ConfigDict:
+    """Every field a CMAT run reads (mode='cmat'): the SFT fields (model, LoRA, mesh, optimizer, checkpoints;
+    `data` and `train.steps` describe the SFT warm start) plus tasks, rollouts, reflection, Checker and RL."""
+    c = default_config()
+    c.mode = "cmat"
+    c.workdir = "workdir/cmat"
+    c.train.steps = 0  # SFT warm-start steps on oracle trajectories of the training tasks (0: none)
+    # data.agent stays empty: the warm start trains on the oracle episodes of tasks.train (data.general may mix in)
+
+    c.tasks = config_dict.ConfigDict()
+    # Training tasks: a DBBench-format JSONL file, or tasks made by the seeded generator
+    # (cmat_jax/envs/sql/generate.py) when empty.
+    c.tasks.train = ""
+    c.tasks.eval = ""  # held-out tasks for evaluation (JSONL, or generated when empty)
+    c.tasks.generator_profile = "tiny"  # tiny | lookup | dbbench (cmat_jax/envs/sql/generate.py)
+    c.tasks.train_count = 256
+    c.tasks.eval_count = 64
+    c.tasks.train_seed = 0
+    c.tasks.eval_seed = 1  # another seed: other tables and questions
+
+    c.rollout = config_dict.ConfigDict()
+    c.rollout.tasks_per_iteration = 8  # B
+    c.rollout.group_size = 4  # G samples per task
+    c.rollout.max_new_tokens = 64
+    c.rollout.temperature = 1.0
+    c.rollout.top_k = 0  # 0: off
+    c.rollout.top_p = 1.0  # 1.0: off
+    c.rollout.max_len = 1024  # sampler context: prompt + new tokens
+    c.rollout.max_rounds = 15  # statements per episode (DBBench v0.2)
+    c.rollout.instructions = "dbbench"  # dbbench (v0.2's text, verbatim) | short (the same protocol in 71 tokens)
+    c.rollout.curriculum = True
+    c.rollout.curriculum_boost = 3.0
+
+    c.reflection = config_dict.ConfigDict()
+    c.reflection.trials = 1  # 1: no reflection
+    c.reflection.omega = 3
+    c.reflection.max_new_tokens = 64
+
+    c.checker = config_dict.ConfigDict()
+    c.checker.mode = "static"  # off | static | learned | static+learned
+    c.checker.train = False  # learned modes: train the Checker's own adapter (else it is the frozen base)
+    c.checker.max_new_tokens = 32
+
+    c.rl = config_dict.ConfigDict()
+    c.rl.iterations = 20
+    c.rl.objective = "ppo"  # ppo | reinforce
+    c.rl.advantage = "grpo"  # grpo | rloo | reinforce
+    c.rl.clip_eps = 0.2
+    c.rl.clip_eps_high = 0.0  # 0: same as clip_eps
+    c.rl.kl_coef = 0.0  # k3 KL to the frozen base (adapters off)
+    c.rl.measure_kl = True  # report that KL even when kl_coef is 0 (one more forward pass per update)
+    c.rl.format_penalty = -1.0  # reward of a format failure (correct 1, wrong 0)
+    c.rl.update_epochs = 1
+    c.rl.rows = 8  # rows per update batch (packed)
+    c.rl.seq_len = 1024
+    c.rl.learning_rate = 1e-3
+    c.rl.eval_every = 5  # iterations between greedy evaluations on tasks.eval (and at the start and end)
     return c

@@ -193,9 +193,10 @@ class RunState:
         # Every role its own buffers: an update donates one role's adapters, never another's.
         self.adapters = {role: initial if i == 0 else self._copy(initial) for i, role in enumerate(roles)}
 
+        # A CMAT run without an SFT warm start (train.steps 0) has no train.* schedule; its RL step brings its own.
         self.schedule = make_schedule(peak_lr=float(t.learning_rate), total_steps=int(t.steps),
                                       warmup_steps=int(t.warmup_steps), decay=t.decay,
-                                      end_lr_ratio=float(t.end_lr_ratio))
+                                      end_lr_ratio=float(t.end_lr_ratio)) if int(t.steps) > 0 else None
         self.optimizer = make_optimizer(weight_decay=float(t.weight_decay), max_grad_norm=float(t.max_grad_norm),
                                         b1=float(t.b1), b2=float(t.b2), eps=float(t.eps))
         abstract_opt = jax.eval_shape(self.optimizer.init, self.adapters[roles[0]])
@@ -231,11 +232,14 @@ class RunState:
         (0: none); LoRA dropout (seeded by config.seed) when lora.dropout > 0.
         """
         t = self.config.train
+        schedule = schedule if schedule is not None else self.schedule
+        if schedule is None:
+            raise ValueError("train.steps is 0, so there is no train.* learning-rate schedule; pass a schedule")
         if chunk_size is None:
             chunk_size = int(t.loss_chunk_size) or None
         dropout = float(self.config.lora.dropout) > 0.0
         return make_train_step(
-            self.graphdef, self.optimizer, schedule if schedule is not None else self.schedule, mesh=self.mesh,
+            self.graphdef, self.optimizer, schedule, mesh=self.mesh,
             lora_shardings=self.lora_shardings, opt_shardings=self.opt_shardings,
             microbatches=int(t.microbatches) if microbatches is None else int(microbatches), chunk_size=chunk_size,
             dropout_seed=int(self.config.seed) if dropout else None, loss_fn=loss_fn,

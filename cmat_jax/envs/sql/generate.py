@@ -29,6 +29,9 @@ Profiles:
            gold SQL needs no casts), one or two phrasings per kind, 78% SELECT family,
            prompts of about 40-60 tokens (bundled tokenizer); one operation solves
            every task.
+  lookup   the tiny tables with only lookups by key ('other') and counts by
+           category ('counting'): the tasks of the embedded CMAT demo
+           (configs/cmat_tiny.py), which a 2-layer model learns within minutes.
 """
 
 from __future__ import annotations
@@ -91,6 +94,13 @@ PROFILES = {
         + ("UPDATE",) * 2,
         style="tiny", max_answers=3, max_conditions=1, lowercase=0.0, snake_case=0.0, numeric_cast=False,
         insert_columns=3,
+    ),
+    # The CPU demo's tasks (configs/cmat_tiny.py): tiny tables, and only the two question kinds a 2-layer,
+    # d=64 model learns within minutes (a lookup by key, a count by category).
+    "lookup": Profile(
+        name="lookup", domains=tables_mod.TINY_DOMAINS, rows=(3, 6), columns=(2, 4),
+        cycle=("other", "counting"), style="tiny", max_answers=3, max_conditions=1, lowercase=0.0, snake_case=0.0,
+        numeric_cast=False, insert_columns=3,
     ),
 }  # fmt: skip
 

@@ -1,0 +1,100 @@
+"""Trajectories -> rewards, advantage groups and training segments; rollout metrics.
+
+Rewards a small model can climb: an Assistant trajectory earns 1 when correct,
+0 when wrong (or out of rounds or context), and `format_penalty` (default -1)
+when DBBench could not read a reply, so a format failure is distinguishable
+from a wrong answer. A learned Checker turn earns its own reward (see
+agents.engine.checker_reward).
+
+Advantages are computed per (role, task) group: the Assistant's trajectories of
+one task in one iteration (G samples x trials), and the Checker's turns of one
+task. A group whose rewards are all equal carries no signal; its tokens get
+loss mask 0, which removes them from the objective and from the KL term.
+
+A segment is one append-only context of one role: its last turn's prompt +
+completion ids, with the loss mask on every completion of that role inside it.
+Instructions, observations, Checker verdicts and memory text are never trained.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from cmat_jax.agents.trajectory import ASSISTANT_ROLE, CHECKER_ROLE, FORMAT_FAILURE, Trajectory, Turn
+from cmat_jax.rl.advantages import GroupAdvantages
+from cmat_jax.rl.rows import Segment
+
+TRAINABLE_ROLES = (ASSISTANT_ROLE, CHECKER_ROLE)
+
+
+def assistant_reward(trajectory: Trajectory, format_penalty: float) -> float:
+    if trajectory.status == FORMAT_FAILURE and not trajectory.correct:
+        return float(format_penalty)
+    return 1.0 if trajectory.correct else 0.0
+
+
+def role_samples(trajectories: Sequence[Trajectory], role: str, format_penalty: float
+                 ) -> list[tuple[str, float, list[Turn]]]:
+    """(group key, reward, the turns that reward trains) per sample of `role`."""
+    samples = []
+    for trajectory in trajectories:
+        if role == ASSISTANT_ROLE:
+            turns = trajectory.role_turns(ASSISTANT_ROLE)
+            if turns:
+                samples.append((trajectory.task_id, assistant_reward(trajectory, format_penalty), turns))
+        else:
+            samples += [(trajectory.task_id, float(t.reward), [t]) for t in trajectory.role_turns(role)]
+    return samples
+
+
+def segments_of(turns: Sequence[Turn], advantage: float) -> list[Segment]:
+    """One Segment per segment id among `turns`, each turn's completion trained with `advantage`."""
+    by_segment: dict[int, list[Turn]] = {}
+    for turn in turns:
+        by_segment.setdefault(turn.segment, []).append(turn)
+    segments = []
+    for members in by_segment.values():
+        last = members[-1]
+        ids = np.asarray(last.prompt_ids + last.completion_ids, np.int32)
+        mask = np.zeros(len(ids), np.int32)
+        logprobs = np.zeros(len(ids), np.float32)
+        for turn in members:
+            start, end = len(turn.prompt_ids), len(turn.prompt_ids) + len(turn.completion_ids)
+            if list(ids[:end]) != turn.prompt_ids + turn.completion_ids:
+                raise AssertionError("turns of one segment must extend each other's ids (append-only record)")
+            mask[start:end] = 1
+            logprobs[start:end] = turn.completion_logprobs
+        segments.append(Segment(ids=ids, loss_mask=mask, logprobs=logprobs,
+                                advantages=np.where(mask > 0, advantage, 0.0).astype(np.float32)))
+    return segments
+
+
+def training_segments(trajectories: Sequence[Trajectory], role: str, format_penalty: float,
+                      estimator: Callable[[np.ndarray, list], GroupAdvantages]) -> tuple[list[Segment], dict]:
+    """The role's segments with advantages from `estimator(rewards, group_ids)` (rl/advantages.py), and
+    its report (zero_adv_frac, groups). Samples of masked groups are left out: they carry no signal."""
+    samples = role_samples(trajectories, role, format_penalty)
+    if not samples:
+        return [], {"zero_adv_frac": 0.0, "groups": 0.0}
+    rewards = np.asarray([reward for _, reward, _ in samples], np.float32)
+    result = estimator(rewards, [key for key, _, _ in samples])
+    segments = []
+    for (_, _, turns), advantage, masked in zip(samples, result.advantages, result.masked):
+        if not masked:
+            segments += segments_of(turns, float(advantage))
+    return segments, result.report()
+
+
+def rollout_metrics(trajectories: Sequence[Trajectory], format_penalty: float) -> dict[str, float]:
+    """success_rate, reward_mean, format_failure_rate over trajectories; checker_block_rate over statements."""
+    n = max(len(trajectories), 1)
+    statements = [t for tr in trajectories for t in tr.role_turns(ASSISTANT_ROLE) if t.info.get("sql") is not None]
+    blocked = [t for t in statements if not t.info.get("executed", True)]
+    return {
+        "success_rate": sum(t.correct for t in trajectories) / n,
+        "reward_mean": sum(assistant_reward(t, format_penalty) for t in trajectories) / n,
+        "format_failure_rate": sum(t.status == FORMAT_FAILURE and not t.correct for t in trajectories) / n,
+        "checker_block_rate": len(blocked) / max(len(statements), 1),
+    }
