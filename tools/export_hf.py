@@ -8,7 +8,9 @@
           for peft.PeftModel.from_pretrained(base, dir). Its base is the run's
           model.hf_dir; a run without one (random-init preset) or an original
           Qwen checkpoint gets its base written in the Qwen2/Llama layout to
-          --peft_base (default: <peft>_base).
+          --peft_base (default: <peft>_base). A CMAT run with several tuned
+          roles (a learned Checker) gets one adapter per role, in <peft>/<role>.
+--merged is the Assistant's model (--role picks another role).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def parse_args(argv):
     parser.add_argument("--merged", default=None, help="output directory of the merged model")
     parser.add_argument("--peft", default=None, help="output directory of the PEFT adapter")
     parser.add_argument("--peft_base", default=None, help="where to write the adapter's base when the run has none")
+    parser.add_argument("--role", default="assistant", help="the role whose model --merged writes (CMAT runs)")
     parser.add_argument("--dtype", default=None, choices=sorted(DTYPES),
                         help="dtype of the written weights (default: the base's)")
     args = parser.parse_args(argv)
@@ -92,9 +95,9 @@ def export(args) -> None:
     from cmat_jax.data.tokenizer import bundled_tokenizer_dir
     from cmat_jax.models.config import load_hf_config
     from cmat_jax.training.build import tokenizer_path
-    from cmat_jax.training.workdir import load_trained_model
+    from cmat_jax.training.workdir import load_trained_model, saved_roles
 
-    model, config, step = load_trained_model(args.workdir, step=args.step)
+    model, config, step = load_trained_model(args.workdir, step=args.step, role=args.role)
     hf_dir = config.model.hf_dir or None
     # The tokenizer the run trained with; generation_config.json comes from the base.
     files = dict(source_dir=hf_dir, tokenizer_dir=tokenizer_path(config) or str(bundled_tokenizer_dir()))
@@ -102,7 +105,7 @@ def export(args) -> None:
     if args.merged:
         with _writing("--merged", args.merged):
             save_hf_model(model, args.merged, dtype=dtype, **files)
-        print(f"step {step}: merged model written to {args.merged}")
+        print(f"step {step}: merged model of role {args.role} written to {args.merged}")
     if args.peft:
         base_dir = hf_dir
         if base_dir is None or load_hf_config(base_dir)[1].get("model_type") == "qwen":
@@ -110,10 +113,13 @@ def export(args) -> None:
             with _writing("--peft_base", base_dir):
                 save_hf_model(model, base_dir, dtype=dtype, merge_adapters=False, **files)
             print(f"adapter base written to {base_dir}")
-        with _writing("--peft", args.peft):
-            save_peft_adapter(model, args.peft, base_model_dir=base_dir)
-        print(f"step {step}: PEFT adapter written to {args.peft} (base: {base_dir})")
-
+        roles = saved_roles(args.workdir, step)
+        for role in roles:
+            out = args.peft if len(roles) == 1 else os.path.join(args.peft, role)
+            role_model = model if role == args.role else load_trained_model(args.workdir, step=step, role=role)[0]
+            with _writing("--peft", out):
+                save_peft_adapter(role_model, out, base_model_dir=base_dir)
+            print(f"step {step}: PEFT adapter of role {role} written to {out} (base: {base_dir})")
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,7 @@ from cmat_jax import sharding as sharding_lib
 from cmat_jax.models.lora import LoRA
 from cmat_jax.models.transformer import Transformer
 from cmat_jax.training import build
-from cmat_jax.training.checkpoint import Checkpointer
+from cmat_jax.training.checkpoint import DEFAULT_ROLE, Checkpointer
 
 
 def read_run_config(workdir: str) -> config_dict.ConfigDict:
@@ -29,9 +29,22 @@ def read_run_config(workdir: str) -> config_dict.ConfigDict:
         return config_dict.ConfigDict(json.load(f))
 
 
-def load_trained_model(workdir: str, *, step: Optional[int] = None, mesh=None, exact_math: bool = False
-                       ) -> tuple[Transformer, config_dict.ConfigDict, int]:
-    """(model with the adapters of checkpoint `step` (default: the latest), run config, step).
+def saved_roles(workdir: str, step: Optional[int] = None) -> list[str]:
+    """The roles whose adapters checkpoint `step` (default: the latest) holds: ['assistant'] for SFT runs,
+    also 'checker' for CMAT runs with a learned Checker."""
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), every=1, keep=1 << 30, async_save=False)
+    try:
+        steps = checkpointer.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint")
+        return checkpointer.saved_roles(max(steps) if step is None else step)[0]
+    finally:
+        checkpointer.close()
+
+
+def load_trained_model(workdir: str, *, step: Optional[int] = None, mesh=None, exact_math: bool = False,
+                       role: str = DEFAULT_ROLE) -> tuple[Transformer, config_dict.ConfigDict, int]:
+    """(model with `role`'s adapters of checkpoint `step` (default: the latest), run config, step).
 
     `exact_math` computes in float32 with the exact XLA attention path whatever
     the run used (the weights stay as stored), for comparisons at 1e-4.
@@ -56,7 +69,10 @@ def load_trained_model(workdir: str, *, step: Optional[int] = None, mesh=None, e
         graphdef, lora, frozen = nnx.split(model, LoRA, ...)
         adapter_dtype = build.dtype_from_name(config.train.adapter_dtype, "train.adapter_dtype")
         lora = jax.tree.map(lambda x: x.astype(adapter_dtype), lora)
-        lora = checkpointer.restore_adapters(step, lora, sharding_lib.state_shardings(lora, mesh))
+        roles = checkpointer.saved_roles(step)[0]
+        if role not in roles:
+            raise ValueError(f"checkpoint {step} of {workdir} holds adapters of {roles}, not of role {role!r}")
+        lora = checkpointer.restore_adapters(step, lora, sharding_lib.state_shardings(lora, mesh), role=role)
     finally:
         checkpointer.close()
     return nnx.merge(graphdef, lora, frozen), config, step
