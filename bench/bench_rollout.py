@@ -299,21 +299,10 @@ def run_engine(args) -> dict:
                            reflector=reflector if args.trials > 1 else None)
     state = nnx.state(model)
     weights = {"assistant": state, "checker": state}
-    # RolloutStats counts the prompt extension that follows each environment step in env_s;
-    # timing it apart keeps "environment" the environment alone (the extension is prompt building).
-    extend_prompt, extend_s = engine._extend_prompt, [0.0]
-
-    def timed_extend_prompt(episode, turn):
-        start = time.perf_counter()
-        extend_prompt(episode, turn)
-        extend_s[0] += time.perf_counter() - start
-
-    engine._extend_prompt = timed_extend_prompt
 
     def rollout(seed):
         for source in (assistant, checker, reflector):
             source.reset()
-        extend_s[0] = 0.0
         start = time.perf_counter()
         trajectories = engine.run(tasks, group_size=args.group_size, key=jax.random.key(seed), weights=weights,
                                   user=make_user(args, tasks))
@@ -324,9 +313,8 @@ def run_engine(args) -> dict:
     trajectories, total_s = rollout(args.seed)
     stats = engine.last_stats
     turns = [t for tr in trajectories for t in tr.role_turns(ASSISTANT_ROLE)]
-    times = {"assistant_s": stats.assistant_s, "static_checker_s": stats.checker_s - checker.seconds,
-             "learned_checker_s": checker.seconds, "env_s": stats.env_s - extend_s[0],
-             "reflection_s": stats.reflection_s}
+    times = {name: getattr(stats, name) for name in ("assistant_s", "static_checker_s", "learned_checker_s",
+                                                     "env_s", "reflection_s")}
     out = summarize(len(trajectories), len(turns), sum(len(t.prompt_ids) for t in turns),
                     {"assistant": assistant.sampled, "checker": checker.sampled, "reflection": reflector.sampled},
                     times, total_s, Counter(tr.status for tr in trajectories))
@@ -337,8 +325,7 @@ def run_engine(args) -> dict:
         programs_compiled_while_measured=sampler.num_compiles - compiles_before,
         segments_per_trajectory=sum(1 + max(t.segment for t in tr.turns) for tr in trajectories if tr.turns)
         / len(trajectories),
-        engine_bookkeeping_s=stats.bookkeeping_s,
-        prompt_extension_s=extend_s[0],
+        prompt_s=stats.prompt_s,
         dropped_observations=sum(tr.dropped_observations for tr in trajectories),
     )
     return out

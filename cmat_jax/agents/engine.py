@@ -29,6 +29,7 @@ on which or how many episodes share a sampler call.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import zlib
@@ -84,11 +85,12 @@ class RolloutStats:
     episodes: int = 0
     new_tokens: int = 0
     sampler_calls: int = 0  # reply calls: one per role per turn
-    assistant_s: float = 0.0
-    checker_s: float = 0.0  # static and learned checks
-    env_s: float = 0.0
+    assistant_s: float = 0.0  # the Assistant's reply calls
+    static_checker_s: float = 0.0
+    learned_checker_s: float = 0.0  # building its prompts and its reply calls
+    env_s: float = 0.0  # environment resets and steps
     reflection_s: float = 0.0
-    bookkeeping_s: float = 0.0  # prompt building and record keeping
+    prompt_s: float = 0.0  # rendering and extending prompts, fitting them to the budget
     total_s: float = 0.0
 
 
@@ -182,14 +184,17 @@ class RolloutEngine:
         uid = (index * group_size + sample) * self.config.trials + trial
         shown = memory.recent(task.task_id) if trial > 0 else []
         env = self._env(slot)
-        messages = user.opening(env.reset(task), render_memory(shown))
+        with self._timed("env_s"):
+            opening = env.reset(task)
+        messages = user.opening(opening, render_memory(shown))
         trajectory = Trajectory(task_id=task.task_id, task_type=task.task_type, group_id=index, sample=sample,
                                 trial=trial, memory_shown=list(shown))
         episode = _Episode(uid, task, trajectory, env, messages, None if key is None else episode_key(key, task, sample, trial))
         if self.config.static_checker:
             episode.checker = Checker.for_task(task)
         if self.tokenizer is not None:
-            episode.prompt_ids = tokenize_text(self.tokenizer, self._render(messages))
+            with self._timed("prompt_s"):
+                episode.prompt_ids = tokenize_text(self.tokenizer, self._render(messages))
         return episode
 
     def _env(self, slot: int) -> SqlEnv:
@@ -204,22 +209,23 @@ class RolloutEngine:
             live = [e for e in episodes if not e.done]
             if not live:
                 return
-            t0 = time.perf_counter()
-            live = [e for e in live if self._fit_prompt(e)]
-            t1 = time.perf_counter()
-            replies = self._call(self.assistant, weights.get(ASSISTANT_ROLE),
-                                 [self._request(e, ASSISTANT_ROLE) for e in live], self.config.assistant)
-            t2 = time.perf_counter()
+            with self._timed("prompt_s"):
+                live = [e for e in live if self._fit_prompt(e)]
+            with self._timed("assistant_s"):
+                replies = self._call(self.assistant, weights.get(ASSISTANT_ROLE),
+                                     [self._request(e, ASSISTANT_ROLE) for e in live], self.config.assistant)
             turns = [self._assistant_turn(e, r) for e, r in zip(live, replies)]
             verdicts = self._check(live, turns, weights)
-            t3 = time.perf_counter()
             for episode, turn, verdict in zip(live, turns, verdicts):
                 self._apply(episode, turn, verdict)
-            t4 = time.perf_counter()
-            self.stats.bookkeeping_s += t1 - t0
-            self.stats.assistant_s += t2 - t1
-            self.stats.checker_s += t3 - t2
-            self.stats.env_s += t4 - t3
+
+    @contextlib.contextmanager
+    def _timed(self, field: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            setattr(self.stats, field, getattr(self.stats, field) + time.perf_counter() - start)
 
     def _call(self, source, weights, requests: list[Request], settings: SamplingSettings) -> list[Reply]:
         replies = source(weights, requests, settings)
@@ -252,7 +258,8 @@ class RolloutEngine:
             if sql is None or self.config.checker == "off":
                 continue
             if episode.checker is not None:
-                static = episode.checker.check(sql)
+                with self._timed("static_checker_s"):
+                    static = episode.checker.check(sql)
                 turn.verdict = {"source": "static", "ok": static.ok, "reason": static.reason, "rule": static.rule}
                 if not static.ok:
                     verdicts[i] = static
@@ -260,35 +267,42 @@ class RolloutEngine:
             if self.config.learned_checker:
                 to_learn.append((i, sql))
         if to_learn:
-            requests, prompts = [], []
-            for i, sql in to_learn:
-                episode = episodes[i]
-                messages = prompt_lib.checker_prompt(episode.task.prompt, sql)
-                ids = tokenize_text(self.tokenizer, self._render(messages))
-                requests.append(self._request(episode, CHECKER_ROLE, ids, messages))
-                prompts.append(ids)
-            replies = self._call(self.checker_model, weights.get(CHECKER_ROLE), requests, self.config.checker_sampling)
-            for (i, sql), ids, reply in zip(to_learn, prompts, replies):
-                parsed = prompt_lib.parse_checker_reply(reply.text)
-                reason = parsed.reason or "the Checker rejected this statement"
-                trajectory = episodes[i].trajectory
-                trajectory.turns.append(Turn(
-                    role=CHECKER_ROLE, segment=_next_segment(trajectory), prompt_ids=ids,
-                    completion_ids=list(reply.ids), completion_logprobs=list(reply.logprobs),
-                    finish_reason=reply.finish_reason, text=reply.text,
-                    verdict={"source": "learned", "ok": parsed.approve, "readable": parsed.readable,
-                             "reason": parsed.reason},
-                    info={"judged_turn": trajectory.turns.index(turns[i])}))
-                turns[i].verdict = {"source": "learned", "ok": parsed.approve, "reason": parsed.reason,
-                                    "readable": parsed.readable}
-                if not parsed.approve:
-                    verdicts[i] = Verdict(False, f"The Checker rejected this statement: {reason}", "learned")
+            with self._timed("learned_checker_s"):
+                self._learned_verdicts(episodes, turns, to_learn, verdicts, weights)
         return verdicts
+
+    def _learned_verdicts(self, episodes: list[_Episode], turns: list[Turn], to_learn: list[tuple[int, str]],
+                          verdicts: list[Optional[Verdict]], weights: dict) -> None:
+        """One batched reply call of the learned Checker over the statements in `to_learn`; records its turns."""
+        requests, prompts = [], []
+        for i, sql in to_learn:
+            episode = episodes[i]
+            messages = prompt_lib.checker_prompt(episode.task.prompt, sql)
+            ids = tokenize_text(self.tokenizer, self._render(messages))
+            requests.append(self._request(episode, CHECKER_ROLE, ids, messages))
+            prompts.append(ids)
+        replies = self._call(self.checker_model, weights.get(CHECKER_ROLE), requests, self.config.checker_sampling)
+        for (i, sql), ids, reply in zip(to_learn, prompts, replies):
+            parsed = prompt_lib.parse_checker_reply(reply.text)
+            reason = parsed.reason or "the Checker rejected this statement"
+            trajectory = episodes[i].trajectory
+            trajectory.turns.append(Turn(
+                role=CHECKER_ROLE, segment=_next_segment(trajectory), prompt_ids=ids,
+                completion_ids=list(reply.ids), completion_logprobs=list(reply.logprobs),
+                finish_reason=reply.finish_reason, text=reply.text,
+                verdict={"source": "learned", "ok": parsed.approve, "readable": parsed.readable,
+                         "reason": parsed.reason},
+                info={"judged_turn": trajectory.turns.index(turns[i])}))
+            turns[i].verdict = {"source": "learned", "ok": parsed.approve, "reason": parsed.reason,
+                                "readable": parsed.readable}
+            if not parsed.approve:
+                verdicts[i] = Verdict(False, f"The Checker rejected this statement: {reason}", "learned")
 
     # -- the environment ---------------------------------------------------
 
     def _apply(self, episode: _Episode, turn: Turn, rejection: Optional[Verdict]) -> None:
-        observation, reward, done, info = episode.env.step(turn.text, rejection)
+        with self._timed("env_s"):
+            observation, reward, done, info = episode.env.step(turn.text, rejection)
         turn.info = {k: v for k, v in info.items() if k != "verdict"}
         episode.turn += 1
         episode.messages.append(Message(ASSISTANT, turn.text))
@@ -299,7 +313,8 @@ class RolloutEngine:
         turn.observation = observation
         episode.messages.append(Message(USER, observation))
         if self.tokenizer is not None:
-            self._extend_prompt(episode, turn)
+            with self._timed("prompt_s"):
+                self._extend_prompt(episode, turn)
 
     def _finish(self, episode: _Episode, info: dict, status: Optional[str] = None) -> None:
         trajectory = episode.trajectory
@@ -358,7 +373,10 @@ class RolloutEngine:
     # -- reflection --------------------------------------------------------
 
     def _reflect(self, failed: list[_Episode], weights: dict, memory: ReflectionMemory) -> None:
-        start = time.perf_counter()
+        with self._timed("reflection_s"):
+            self._reflect_batch(failed, weights, memory)
+
+    def _reflect_batch(self, failed: list[_Episode], weights: dict, memory: ReflectionMemory) -> None:
         requests, prompts = [], []
         for episode in failed:
             messages = prompt_lib.reflection_prompt(episode.task.prompt, episode.messages[episode.opening_length:])
@@ -373,7 +391,6 @@ class RolloutEngine:
                 completion_ids=list(reply.ids), completion_logprobs=list(reply.logprobs),
                 finish_reason=reply.finish_reason, text=reply.text))
             memory.add(episode.task.task_id, reply.text)
-        self.stats.reflection_s += time.perf_counter() - start
 
 
 def episode_key(key: jax.Array, task: SqlTask, sample: int, trial: int) -> jax.Array:
