@@ -97,40 +97,40 @@ class CmatRun:
         start = resume_step(config, self.checkpointer, self.workdir, resumable=RESUMABLE_CHANGES,
                             extra_checks=lambda saved, current: [])
 
-        from cmat_jax.data import load_tokenizer
-
-        self.tokenizer = load_tokenizer(build.tokenizer_path(config))
-        self.train_tasks, self.eval_tasks = task_pools(config.tasks)
-        instructions = INSTRUCTIONS[config.rollout.instructions]
-        self.user = User(self.train_tasks, seed=int(config.seed), curriculum=bool(config.rollout.curriculum),
-                         boost=float(config.rollout.curriculum_boost), instructions=instructions)
-        self.eval_user = User(self.eval_tasks, seed=int(config.seed), curriculum=False, instructions=instructions)
-        self.memory = ReflectionMemory(int(config.reflection.omega))
-        self.env_config = SqlEnvConfig(max_rounds=int(config.rollout.max_rounds))
-
         learned = "learned" in config.checker.mode
         roles = (ASSISTANT_ROLE, CHECKER_ROLE) if learned else (ASSISTANT_ROLE,)
         self.trained_roles = (ASSISTANT_ROLE, CHECKER_ROLE) if config.checker.train else (ASSISTANT_ROLE,)
-        self.warm_batches = self._warm_start_data() if int(config.train.steps) > 0 else None
-        self.state = RunState(config, roles=roles, frozen_roles=[r for r in roles if r not in self.trained_roles],
-                              checkpointer=self.checkpointer)
-        if len(self.tokenizer) > self.state.model_config.vocab_size:
-            raise ValueError(f"the tokenizer has {len(self.tokenizer)} ids but the model's vocabulary has "
-                             f"{self.state.model_config.vocab_size}; use the tokenizer that belongs to the model")
-        r = config.rl
-        check_batch_layout(int(r.rows), int(config.train.microbatches), self.state.mesh, rows_field="rl.rows")
-        if self.warm_batches is not None:
-            check_batch_layout(int(config.data.batch_size), int(config.train.microbatches), self.state.mesh)
+        # The update's settings are checked before tasks or a model are built.
+        r, rollout = config.rl, config.rollout
         # The Checker's groups are its verdicts on one task, which may be a single one: such a group is masked.
-        self.estimators = {role: make_advantage(r.advantage, group_size=int(config.rollout.group_size),
+        self.estimators = {role: make_advantage(r.advantage, group_size=int(rollout.group_size),
                                                 **({"singletons": "mask"} if role == CHECKER_ROLE
                                                    and r.advantage != "reinforce" else {}))
                            for role in self.trained_roles}
-        rollout = config.rollout
         objective = ObjectiveConfig(
             name=r.objective, clip_eps=float(r.clip_eps), clip_eps_high=float(r.clip_eps_high),
             kl_coef=float(r.kl_coef), measure_kl=bool(r.measure_kl), temperature=float(rollout.temperature),
             top_k=int(rollout.top_k) or None, top_p=float(rollout.top_p) if float(rollout.top_p) < 1.0 else None)
+
+        from cmat_jax.data import load_tokenizer
+
+        self.tokenizer = load_tokenizer(build.tokenizer_path(config))
+        self.train_tasks, self.eval_tasks = task_pools(config.tasks)
+        instructions = INSTRUCTIONS[rollout.instructions]
+        self.user = User(self.train_tasks, seed=int(config.seed), curriculum=bool(rollout.curriculum),
+                         boost=float(rollout.curriculum_boost), instructions=instructions)
+        self.eval_user = User(self.eval_tasks, seed=int(config.seed), curriculum=False, instructions=instructions)
+        self.memory = ReflectionMemory(int(config.reflection.omega))
+        self.env_config = SqlEnvConfig(max_rounds=int(rollout.max_rounds))
+        self.warm_batches = self._warm_start_data() if int(config.train.steps) > 0 else None
+        frozen = [role for role in roles if role not in self.trained_roles]
+        self.state = RunState(config, roles=roles, frozen_roles=frozen, checkpointer=self.checkpointer)
+        if len(self.tokenizer) > self.state.model_config.vocab_size:
+            raise ValueError(f"the tokenizer has {len(self.tokenizer)} ids but the model's vocabulary has "
+                             f"{self.state.model_config.vocab_size}; use the tokenizer that belongs to the model")
+        check_batch_layout(int(r.rows), int(config.train.microbatches), self.state.mesh, rows_field="rl.rows")
+        if self.warm_batches is not None:
+            check_batch_layout(int(config.data.batch_size), int(config.train.microbatches), self.state.mesh)
         check_reference(objective, self.state.adapters[ASSISTANT_ROLE])
         self.sft_step = self.state.make_step() if self.warm_batches is not None else None
         self.rl_step = self.state.make_step(objective_loss(objective),
