@@ -40,8 +40,8 @@ class GroupAdvantages:
         return {"zero_adv_frac": self.zero_adv_frac, "groups": float(self.groups)}
 
 
-def _check(rewards, group_ids) -> tuple[np.ndarray, np.ndarray, int]:
-    """(rewards float64[n], group index int[n] in first-appearance order, number of groups)."""
+def _check(rewards, group_ids) -> tuple[np.ndarray, np.ndarray, list]:
+    """(rewards float64[n], group index int[n] in first-appearance order, the group keys in that order)."""
     r = np.asarray(rewards, np.float64)
     if r.ndim != 1 or r.size == 0:
         raise ValueError(f"rewards must be a non-empty 1-D array, found shape {r.shape}")
@@ -52,7 +52,7 @@ def _check(rewards, group_ids) -> tuple[np.ndarray, np.ndarray, int]:
         raise ValueError(f"{r.size} rewards but {len(keys)} group ids; give one group id per sample")
     index: dict[Hashable, int] = {}
     g = np.asarray([index.setdefault(k, len(index)) for k in keys], np.int64)
-    return r, g, len(index)
+    return r, g, list(index)
 
 
 class _GroupEstimator:
@@ -72,8 +72,8 @@ class _GroupEstimator:
         raise NotImplementedError
 
     def __call__(self, rewards: Sequence[float], group_ids: Sequence[Hashable]) -> GroupAdvantages:
-        r, g, n_groups = _check(rewards, group_ids)
-        keys = list(dict.fromkeys(group_ids))
+        r, g, keys = _check(rewards, group_ids)
+        n_groups = len(keys)
         advantages = np.zeros(r.shape, np.float64)
         masked = np.zeros(r.shape, bool)
         n_masked = 0
@@ -126,11 +126,11 @@ class Reinforce:
         self.baseline: Optional[float] = None
 
     def __call__(self, rewards: Sequence[float], group_ids: Sequence[Hashable]) -> GroupAdvantages:
-        r, _, n_groups = _check(rewards, group_ids)
+        r, _, keys = _check(rewards, group_ids)
         mean = float(r.mean())
         baseline = mean if self.baseline is None else self.baseline
         self.baseline = self.decay * baseline + (1.0 - self.decay) * mean
-        return GroupAdvantages((r - baseline).astype(np.float32), np.zeros(r.shape, bool), n_groups, 0.0)
+        return GroupAdvantages((r - baseline).astype(np.float32), np.zeros(r.shape, bool), len(keys), 0.0)
 
     def state(self) -> dict[str, Any]:
         return {"baseline": self.baseline, "decay": self.decay}

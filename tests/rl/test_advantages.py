@@ -34,6 +34,8 @@ def test_rloo_is_the_leave_one_out_baseline():
     out = make_advantage("rloo")([0, 0, 1, 0], [7, 7, 8, 8])
     np.testing.assert_array_equal(out.masked, [True, True, False, False])
     np.testing.assert_allclose(out.advantages, [0, 0, 1, -1])
+    once = make_advantage("rloo")([0, 0, 1, 0], iter([7, 7, 8, 8]))  # group ids read once (any iterable)
+    np.testing.assert_array_equal(once.advantages, out.advantages)
 
 
 def test_reinforce_running_baseline_survives_state_and_restore():
