@@ -1,9 +1,8 @@
-"""Whatever SQL a model writes: no crash, no file touched, bounded time, and the task data intact."""
+"""Whatever SQL a model writes: no crash, no file touched, every statement stopped in time, the task data intact."""
 
 import hashlib
 import os
 import sqlite3
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +15,6 @@ from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
 from tests.envs.sql_helpers import make_task
 
 TIMEOUT_S = 0.25
-MARGIN_S = 1.25  # generous: parsing, formatting, garbage collection on a loaded 2-core CI machine
 TABLE = {
     "table_name": "T",
     "table_info": {
@@ -28,72 +26,80 @@ TASK = make_task("UPDATE", label=["UPDATE T SET City = 'x'"], answer_md5="[(None
 EXPECTED_ROWS = sorted(tuple(row) for row in TABLE["table_info"]["rows"])
 
 
+# Whatever the machine's speed, these end in these error kinds (None: rows come back). Timing out is an
+# error kind too: the statement was stopped, whatever it was doing (no test here reads a clock).
+STOPPED = "timeout"
+FULL_OR_STOPPED = ("memory", "timeout")  # the table fills up (max_database_bytes) or time runs out first
+
+
 def adversarial_statements(tmp_path):
+    """(statement, expected error kind or kinds)."""
     new_db = tmp_path / "attached.db"
     existing = tmp_path / "existing.db"
     cross = "FROM T a, T b, T c, T d, T e"
     never_ending = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c)"
     return [
-        f"ATTACH DATABASE '{new_db}' AS evil",
-        f"ATTACH '{existing}' AS e",
-        f"ATTACH 'file:{new_db}?mode=rwc' AS evil",
-        "ATTACH 'relative.db' AS evil",
-        "DETACH evil",
-        f"VACUUM INTO '{tmp_path / 'copy.db'}'",
-        "VACUUM",
-        f"SELECT load_extension('{tmp_path / 'evil.so'}')",
-        "SELECT load_extension('libc.so.6', 'system')",
-        "PRAGMA writable_schema = ON",
-        "PRAGMA writable_schema=1; UPDATE sqlite_master SET sql = 'x'",
-        f"PRAGMA temp_store_directory = '{tmp_path}'",
-        "PRAGMA journal_mode = WAL",
-        "PRAGMA hard_heap_limit = 0",
-        "CREATE TABLE copy AS SELECT * FROM T",
-        "CREATE TEMP TABLE scratch (a)",
-        "CREATE VIEW v AS SELECT * FROM T",
-        "CREATE TRIGGER t AFTER INSERT ON T BEGIN DELETE FROM T; END",
-        "CREATE VIRTUAL TABLE v USING fts5(x)",
-        "DROP TABLE T",
-        "ALTER TABLE T RENAME TO U",
-        "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT a",
-        "SELECT * FROM T; DROP TABLE T",
-        f"SELECT 1; ATTACH '{new_db}' AS evil",
-        "SELECT * FROM sqlite_master",
-        "SELECT * FROM pragma_table_info('T')",
-        "SELECT * FROM pragma_database_list",
-        f"SELECT * INTO OUTFILE '{tmp_path / 'out.txt'}' FROM T",
-        f"LOAD DATA INFILE '{existing}' INTO TABLE T",
-        "SELECT LOAD_FILE('/etc/passwd')",
-        f"{never_ending} SELECT COUNT(*) FROM c",
-        f"{never_ending} SELECT x FROM c",
-        f"{never_ending} SELECT x FROM c ORDER BY x DESC",
-        f"{never_ending} SELECT DISTINCT x, hex(zeroblob(250)) FROM c",
-        f"SELECT COUNT(*) {cross}",
-        f"SELECT a.Name {cross} ORDER BY a.Name || b.Name DESC",
-        f"SELECT DISTINCT a.Name || b.Name || c.Name || d.Name {cross}",
-        f"INSERT INTO T SELECT a.* {cross}",
-        "UPDATE T SET Name = (SELECT group_concat(a.Name) FROM T a, T b, T c)",
-        "DELETE FROM T WHERE Name IN (SELECT a.Name FROM T a, T b, T c, T d ORDER BY random())",
-        "SELECT randomblob(1000000000)",
-        "SELECT zeroblob(2147483647)",
-        "SELECT printf('%.*c', 1000000000, 'x')",
-        "SELECT replace(hex(zeroblob(100000)), '0', hex(zeroblob(1000)))",
-        "SELECT '" + "a" * 50_000 + "'",
-        "(" * 3000 + "SELECT 1" + ")" * 3000,
-        "SELECT " + " + ".join(["1"] * 3000),
-        "SELECT CAST(x'ff' AS TEXT)",
-        "SELECT char(55296)",
-        "SELECT abs(-9223372036854775808)",
-        "SELECT 1e999, -1e999, 9223372036854775807 + 1",
-        "SELECT * FROM T WHERE Name LIKE '" + "%a" * 2000 + "'",
-        "SELECT REPEAT('a', 1000000) LIKE CONCAT('%', REPEAT('a', 49000), 'b')",
-        "SELECT Name REGEXP '(a+)+$' FROM T",
-        "SELECT mysql_fold(x'00'), mysql_text(1e999), mysql_fold(NULL)",
-        "SELECT \x00",
-        "SELECT '\ud800'",
-        "```",
-        "",
-    ]
+        (f"ATTACH DATABASE '{new_db}' AS evil", "syntax"),
+        (f"ATTACH '{existing}' AS e", "syntax"),
+        (f"ATTACH 'file:{new_db}?mode=rwc' AS evil", "syntax"),
+        ("ATTACH 'relative.db' AS evil", "syntax"),
+        ("DETACH evil", "unsupported"),
+        (f"VACUUM INTO '{tmp_path / 'copy.db'}'", "unsupported"),
+        ("VACUUM", "unsupported"),
+        (f"SELECT load_extension('{tmp_path / 'evil.so'}')", "denied"),
+        ("SELECT load_extension('libc.so.6', 'system')", "denied"),
+        ("PRAGMA writable_schema = ON", "syntax"),
+        ("PRAGMA writable_schema=1; UPDATE sqlite_master SET sql = 'x'", "multiple"),
+        (f"PRAGMA temp_store_directory = '{tmp_path}'", "unsupported"),
+        ("PRAGMA journal_mode = WAL", "unsupported"),
+        ("PRAGMA hard_heap_limit = 0", "unsupported"),
+        ("CREATE TABLE copy AS SELECT * FROM T", "unsupported"),
+        ("CREATE TEMP TABLE scratch (a)", "unsupported"),
+        ("CREATE VIEW v AS SELECT * FROM T", "unsupported"),
+        ("CREATE TRIGGER t AFTER INSERT ON T BEGIN DELETE FROM T; END", "multiple"),
+        ("CREATE VIRTUAL TABLE v USING fts5(x)", "unsupported"),
+        ("DROP TABLE T", "unsupported"),
+        ("ALTER TABLE T RENAME TO U", "unsupported"),
+        ("BEGIN", "unsupported"), ("COMMIT", "unsupported"), ("ROLLBACK", "unsupported"),
+        ("SAVEPOINT a", "unsupported"),
+        ("SELECT * FROM T; DROP TABLE T", "multiple"),
+        (f"SELECT 1; ATTACH '{new_db}' AS evil", "syntax"),
+        ("SELECT * FROM sqlite_master", "table"),
+        ("SELECT * FROM pragma_table_info('T')", "table"),
+        ("SELECT * FROM pragma_database_list", "table"),
+        (f"SELECT * INTO OUTFILE '{tmp_path / 'out.txt'}' FROM T", "syntax"),
+        (f"LOAD DATA INFILE '{existing}' INTO TABLE T", "syntax"),
+        ("SELECT LOAD_FILE('/etc/passwd')", "function"),
+        (f"{never_ending} SELECT COUNT(*) FROM c", STOPPED),
+        (f"{never_ending} SELECT x FROM c", None),  # the output cut stops it
+        (f"{never_ending} SELECT x FROM c ORDER BY x DESC", STOPPED),
+        (f"{never_ending} SELECT DISTINCT x, hex(zeroblob(250)) FROM c", None),
+        (f"SELECT COUNT(*) {cross}", STOPPED),
+        (f"SELECT a.Name {cross} ORDER BY a.Name || b.Name DESC", STOPPED),
+        (f"SELECT DISTINCT a.Name || b.Name || c.Name || d.Name {cross}", STOPPED),
+        (f"INSERT INTO T SELECT a.* {cross}", FULL_OR_STOPPED),
+        ("UPDATE T SET Name = (SELECT group_concat(a.Name) FROM T a, T b, T c)", "memory"),
+        ("DELETE FROM T WHERE Name IN (SELECT a.Name FROM T a, T b, T c, T d ORDER BY random())", STOPPED),
+        ("SELECT randomblob(1000000000)", "memory"),
+        ("SELECT zeroblob(2147483647)", "memory"),
+        ("SELECT printf('%.*c', 1000000000, 'x')", "denied"),
+        ("SELECT replace(hex(zeroblob(100000)), '0', hex(zeroblob(1000)))", "memory"),
+        ("SELECT '" + "a" * 50_000 + "'", "unsupported"),
+        ("(" * 3000 + "SELECT 1" + ")" * 3000, "syntax"),
+        ("SELECT " + " + ".join(["1"] * 3000), "sqlite"),
+        ("SELECT CAST(x'ff' AS TEXT)", "sqlite"),
+        ("SELECT char(55296)", "sqlite"),
+        ("SELECT abs(-9223372036854775808)", "sqlite"),
+        ("SELECT 1e999, -1e999, 9223372036854775807 + 1", None),
+        ("SELECT * FROM T WHERE Name LIKE '" + "%a" * 2000 + "'", "memory"),
+        ("SELECT REPEAT('a', 1000000) LIKE CONCAT('%', REPEAT('a', 49000), 'b')", "memory"),
+        ("SELECT Name REGEXP '(a+)+$' FROM T", "function"),
+        ("SELECT mysql_fold(x'00'), mysql_text(1e999), mysql_fold(NULL)", None),
+        ("SELECT \x00", "sqlite"),
+        ("SELECT '\ud800'", "sqlite"),
+        ("```", "syntax"),
+        ("", "empty"),
+    ]  # fmt: skip
 
 
 def snapshot(directory):
@@ -126,33 +132,35 @@ def sandbox(tmp_path, monkeypatch):
     assert sorted(TASK.rows) == EXPECTED_ROWS
 
 
-def run_bounded(env, reply):
-    start = time.monotonic()
+def run_step(env, reply):
+    """One step: it returns (no exception), with an observation within the limit."""
     step = env.step(reply)
-    elapsed = time.monotonic() - start
-    assert elapsed < TIMEOUT_S + MARGIN_S, f"{elapsed:.2f}s for {reply[:120]!r}"
     assert isinstance(step.observation, str)
+    assert len(step.observation) <= env.config.limits.max_observation_chars, reply[:120]
     return step
 
 
 def test_adversarial_statements(sandbox):
     env, tmp_path = sandbox
     env.reset(TASK)
-    for statement in adversarial_statements(tmp_path):
+    for statement, expected in adversarial_statements(tmp_path):
         env.reset(TASK)
-        step = run_bounded(env, operation_reply(statement))
+        step = run_step(env, operation_reply(statement))
         assert not step.done
-        assert len(step.observation) <= 800 + len("[TRUNCATED]")
+        kinds = expected if isinstance(expected, tuple) else (expected,)
+        assert step.info["error"] in kinds, (statement[:120], step.observation)
     # One episode that keeps going after every attack: the connection stays usable.
     env.reset(TASK)
-    for statement in adversarial_statements(tmp_path)[:14]:
-        run_bounded(env, operation_reply(statement))
-    assert run_bounded(env, operation_reply("SELECT COUNT(*) FROM T")).observation == "[(50,)]"
+    for statement, _ in adversarial_statements(tmp_path)[:14]:
+        run_step(env, operation_reply(statement))
+    assert run_step(env, operation_reply("SELECT COUNT(*) FROM T")).observation == "[(50,)]"
 
 
 def test_like_is_bounded_and_says_why_it_refuses(sandbox):
     """LIKE runs in one SQLite step, out of the timeout's reach: value and pattern lengths are capped."""
     env, _ = sandbox
+    # Values up to 1 MB here: with the default 64 KB value limit no value reaches LIKE's own limit.
+    env = SqlEnv(SqlEnvConfig(checker="report", limits=Limits(timeout_s=TIMEOUT_S, max_value_bytes=1_000_000)))
     cases = [
         ("SELECT REPEAT('a', 1000000) LIKE CONCAT('%', REPEAT('a', 990), 'b')",
          "1105 (HY000): LIKE on a value of 1000000 characters is not supported here (at most 65536)"),
@@ -163,7 +171,7 @@ def test_like_is_bounded_and_says_why_it_refuses(sandbox):
     ]
     for statement, expected in cases:
         env.reset(TASK)
-        assert run_bounded(env, operation_reply(statement)).observation == expected
+        assert run_step(env, operation_reply(statement)).observation == expected
 
 
 def test_long_sort_keys_are_not_cached():
@@ -236,7 +244,7 @@ replies = st.one_of(
 def test_random_replies(sandbox, reply):
     env, _ = sandbox
     env.reset(TASK)
-    step = run_bounded(env, reply)
+    step = run_step(env, reply)
     if step.done:
         assert step.info["status"] in ("completed", "agent_validation_failed")
         assert step.reward in (0.0, 1.0)

@@ -35,6 +35,13 @@ def _quoted(name: str) -> str:
     return dialect.quote_identifier(name)
 
 
+_ECHO_CHARS = 64  # MySQL's longest identifier: reasons never echo more of a name the statement made up
+
+
+def _echo(name: str) -> str:
+    return name if len(name) <= _ECHO_CHARS else name[:_ECHO_CHARS] + "..."
+
+
 class Checker:
     """Static verification of MySQL statements for one table."""
 
@@ -84,23 +91,21 @@ class Checker:
             allowed = f"only SELECT, INSERT, UPDATE and DELETE on {_quoted(self.table)} are allowed"
         else:
             allowed = "this task only reads the table; use SELECT"
-        return Verdict(False, f"{kind} is not allowed: {allowed}.", "statement_kind")
+        return Verdict(False, f"{_echo(kind)} is not allowed: {allowed}.", "statement_kind")
 
     def _check_tables(self, references: dialect.References) -> Verdict:
-        cte_names = {name.lower() for name in references.cte_names}
-        for table in references.tables:
-            name = table.name
-            if not name or (not table.db and name.lower() in cte_names):
-                continue
-            if table.db and table.db != self.table:  # the database carries the table's name
-                return self._unknown_table(f"{table.db}.{name}")
-            if name != self.table:
-                return self._unknown_table(name)
-        return ACCEPTED
+        # DBBench names the database after the table.
+        unknown = dialect.unknown_table(references, self.table, database=self.table)
+        if unknown is None:
+            return ACCEPTED
+        name = dialect.table_name(unknown)
+        return self._unknown_table(f"{unknown.db}.{name}" if unknown.db and unknown.db != self.table else name)
 
     def _unknown_table(self, name: str) -> Verdict:
         hint = " (table names are case-sensitive)" if name.lower() == self.table.lower() else ""
-        return Verdict(False, f"Unknown table '{name}'{hint}; the table is {_quoted(self.table)}.", "unknown_table")
+        return Verdict(
+            False, f"Unknown table '{_echo(name)}'{hint}; the table is {_quoted(self.table)}.", "unknown_table"
+        )
 
     def _check_columns(self, statement: exp.Expression, references: dialect.References) -> Verdict:
         task_qualifiers = {self.table.lower()}
@@ -132,7 +137,7 @@ class Checker:
         close = difflib.get_close_matches(name, self.columns, n=1, cutoff=0.75)
         hint = f" did you mean {_quoted(close[0])}?" if close else ""
         return Verdict(
-            False, f"Unknown column '{name}';{hint} columns are: {self._column_list}.", "unknown_column"
+            False, f"Unknown column '{_echo(name)}';{hint} columns are: {self._column_list}.", "unknown_column"
         )
 
     def _check_value_count(self, statement: exp.Expression) -> Verdict:

@@ -52,11 +52,20 @@ COMPLETED = "completed"
 FORMAT_FAILURE = "agent_validation_failed"
 ROUND_LIMIT = "task_limit_reached"
 
-_ACTION = re.compile(r"Action: (.*?)\n")
-_SQL_BLOCK = re.compile(r"```sql\n([\s\S]*?)\n```")
 _FINAL_ANSWER = re.compile(r"\nFinal Answer:(.*)")
 
 CHECKER_MODES = ("enforce", "report", "off")
+
+
+def _between(text: str, opening: str, closing: str) -> str | None:
+    """What re.search(opening + "(.*?)" + closing) captures (DBBench's "Action: (.*?)\\n" and
+    "```sql\\n([\\s\\S]*?)\\n```"), in linear time: the regex tries every opening to the end of the text."""
+    start = text.find(opening)
+    if start < 0:
+        return None
+    start += len(opening)
+    end = text.find(closing, start)  # no closing after the first opening means none after any later one
+    return None if end < 0 else text[start:end]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +124,9 @@ class SqlEnv:
 
     def pending_sql(self, text: str) -> str | None:
         """The statement `step(text)` would execute, or None when the reply ends the episode."""
-        action = _ACTION.search(text)
-        if action and action.group(1) == "Operation" and self._rounds < self.config.max_rounds:
-            block = _SQL_BLOCK.search(text)
-            return None if block is None else block.group(1).strip().replace("\n", " ")
+        if _between(text, "Action: ", "\n") == "Operation" and self._rounds < self.config.max_rounds:
+            block = _between(text, "```sql\n", "\n```")
+            return None if block is None else block.strip().replace("\n", " ")
         return None
 
     def step(self, text: str, rejection: Verdict | None = None) -> Step:
@@ -129,8 +137,7 @@ class SqlEnv:
             raise RuntimeError("the episode is over (or was never started); call reset(task) first")
         if not isinstance(text, str):
             raise TypeError(f"step expects the agent's reply as a string, found {type(text).__name__}")
-        action = _ACTION.search(text)
-        if action and action.group(1) == "Operation" and self._rounds < self.config.max_rounds:
+        if _between(text, "Action: ", "\n") == "Operation" and self._rounds < self.config.max_rounds:
             sql = self.pending_sql(text)
             if sql is None:
                 return self._finish(FORMAT_FAILURE, "")
@@ -151,7 +158,7 @@ class SqlEnv:
         rejected = verdict is not None and not verdict.ok
         self._rejections += rejected
         if rejected and self.config.checker == "enforce":
-            observation, error, executed = verdict.reason, None, False
+            observation, error, executed = verdict.reason[: self.config.limits.max_output_chars], None, False
         else:
             execution = self._db.run(parsed)
             observation, error, executed = execution.text, execution.error, True
@@ -176,7 +183,7 @@ class SqlEnv:
         task = self._task
         if task.is_mutation:
             try:
-                answer = grading.hash_result_text(grading.mysql_table_hash(self._db.table_rows()))
+                answer = grading.hash_result_text(grading.mysql_table_hash(self._db.iter_table_rows()))
             except MysqlError as e:  # the table never existed: DBBench's hash query printed MySQL's error
                 answer = e.text
             correct = grading.table_state_is_correct(answer, task.answer_md5)

@@ -9,7 +9,8 @@ INSERT/UPDATE/DELETE: DBBench asks MySQL for
     md5(group_concat(rowhash ORDER BY rowhash))  over  substring(md5(concat_ws(',', <columns>)), 1, 5)
 and compares the printed result, e.g. "[('0f3a...',)]", with the task's answer_md5.
 CONCAT_WS skips NULLs; GROUP_CONCAT joins with ',' and stops at group_concat_max_len
-(1024 bytes); over no rows the hash is NULL.
+(1024 bytes); over no rows the hash is NULL. The rows are streamed: only the 171 smallest
+row hashes, all that 1024 bytes can hold, are kept.
 """
 
 from __future__ import annotations
@@ -28,24 +29,36 @@ def _md5_hex(text: str) -> str:
     return hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _cell_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return mysql_text.stored_text(value)
+# GROUP_CONCAT joins 5-character row hashes with ','; its first 1024 bytes hold the smallest
+# ceil(1025 / 6) = 171 hashes in order (the last one cut). No other row can change the result.
+_KEPT_ROW_HASHES = -(-(GROUP_CONCAT_MAX_LEN + 1) // (ROW_HASH_CHARS + 1))
+_BATCH = 4096  # row hashes gathered before the smallest are kept
+
+
+def row_hash(row: Sequence[Any]) -> str:
+    """substring(md5(concat_ws(',', <columns>)), 1, 5) for one row: CONCAT_WS skips NULLs."""
+    texts = [text for text in map(mysql_text.as_text, row) if text is not None]
+    return _md5_hex(",".join(texts))[:ROW_HASH_CHARS]
 
 
 def mysql_table_hash(rows: Iterable[Sequence[Any]]) -> str | None:
-    """The hash DBBench's MySQL query computes over a table's rows (None when there are no rows)."""
-    row_hashes = []
+    """The hash DBBench's MySQL query computes over a table's rows (None when there are no rows).
+
+    Streams: only the row hashes GROUP_CONCAT's 1024 bytes can hold are kept, so memory does not
+    grow with the table.
+    """
+    kept: list[str] = []
+    any_rows = False
     for row in rows:
-        texts = [text for text in map(_cell_text, row) if text is not None]  # CONCAT_WS skips NULL
-        row_hashes.append(_md5_hex(",".join(texts))[:ROW_HASH_CHARS])
-    if not row_hashes:
+        any_rows = True
+        kept.append(row_hash(row))
+        if len(kept) >= _BATCH:
+            kept.sort()  # hex digits: binary order equals the collation's order
+            del kept[_KEPT_ROW_HASHES:]
+    if not any_rows:
         return None  # GROUP_CONCAT over no rows is NULL, and so is its MD5
-    row_hashes.sort()  # hex digits: binary order equals the collation's order
-    return _md5_hex(",".join(row_hashes)[:GROUP_CONCAT_MAX_LEN])
+    kept.sort()
+    return _md5_hex(",".join(kept[:_KEPT_ROW_HASHES])[:GROUP_CONCAT_MAX_LEN])
 
 
 def hash_result_text(table_hash: str | None) -> str:

@@ -3,22 +3,20 @@
 dialect.to_sqlite turns LEFT, RIGHT, LPAD, RPAD, REPEAT (and SPACE), SUBSTRING_INDEX
 and CONCAT_WS into calls of the functions registered here. Any NULL argument gives
 NULL (except CONCAT_WS, which skips NULL values); numbers are read as MySQL reads them.
-A result longer than the database's value limit is NULL, as MySQL gives NULL for a
-result over max_allowed_packet; the length is checked before the result is built.
+A result longer than the database's value limit (in UTF-8 bytes) is NULL, as MySQL gives
+NULL for a result over max_allowed_packet; the length is checked before the result is built.
 """
 
 from __future__ import annotations
 
 import math
 import sqlite3
+from typing import Callable
 
 from cmat_jax.envs.sql import mysql_text
 
 
-def _text(value) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else mysql_text.stored_text(value)
+_text = mysql_text.as_text  # arguments are checked for NULL first
 
 
 def _count(value) -> int:
@@ -31,12 +29,16 @@ def _count(value) -> int:
     return int(math.copysign(math.floor(abs(value) + 0.5), value))
 
 
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 class _Functions:
-    def __init__(self, max_chars: int):
-        self.max_chars = max_chars
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
 
     def _too_long(self, length: int) -> bool:
-        return length > self.max_chars
+        return length > self.max_bytes
 
     def left(self, text, n):
         if text is None or n is None:
@@ -58,7 +60,9 @@ class _Functions:
             return None
         if len(text) >= length:
             return text[:length]
-        if not fill or self._too_long(length):
+        missing = length - len(text)
+        if not fill or self._too_long(_utf8_len(text) + missing // len(fill) * _utf8_len(fill)
+                                      + _utf8_len(fill[: missing % len(fill)])):
             return None
         padding = (fill * (-(-(length - len(text)) // len(fill))))[: length - len(text)]
         return padding + text if on_left else text + padding
@@ -75,7 +79,7 @@ class _Functions:
         text, times = _text(text), _count(times)
         if times < 1 or not text:
             return ""
-        return None if self._too_long(len(text) * times) else text * times
+        return None if self._too_long(_utf8_len(text) * times) else text * times
 
     def substring_index(self, text, delimiter, count):
         if text is None or delimiter is None or count is None:
@@ -91,7 +95,7 @@ class _Functions:
             return None
         separator = _text(separator)
         texts = [_text(v) for v in values if v is not None]
-        if self._too_long(sum(map(len, texts)) + len(separator) * max(len(texts) - 1, 0)):
+        if self._too_long(sum(map(_utf8_len, texts)) + _utf8_len(separator) * max(len(texts) - 1, 0)):
             return None
         return separator.join(texts)
 
@@ -108,7 +112,8 @@ NAMES = {
 }
 
 
-def register(conn: sqlite3.Connection, max_chars: int) -> None:
-    functions = _Functions(max_chars)
+def register(conn: sqlite3.Connection, max_bytes: int, wrap: Callable[[Callable], Callable] = lambda f: f) -> None:
+    """Registers every function of NAMES on `conn`, each passed through `wrap` (e.g. a deadline check)."""
+    functions = _Functions(max_bytes)
     for sql_name, (method, arity) in NAMES.items():
-        conn.create_function(sql_name, arity, getattr(functions, method), deterministic=True)
+        conn.create_function(sql_name, arity, wrap(getattr(functions, method)), deterministic=True)
