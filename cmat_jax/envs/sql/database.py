@@ -338,10 +338,10 @@ class EpisodeDatabase:
     ) -> Execution:
         """Runs SQLite text as it is inside the sandbox, where the authorizer and limits are the only guards.
 
-        `source` (the MySQL statement it came from) and `ctes` (its CTE names) only sharpen error messages
-        and let the statement read its own CTEs.
+        `source` (the MySQL statement it came from) and `ctes` (its CTE names) sharpen error messages and
+        let the statement read its own CTEs; the timeout counts from when `source` began to be parsed.
         """
-        start = time.monotonic()
+        start = source.started if source is not None else time.monotonic()
         self._denial = ""
         self._callback_error = None
         self._cte_names = ctes

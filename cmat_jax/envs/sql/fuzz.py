@@ -382,6 +382,23 @@ def _heavy_time(rng: random.Random) -> Iterator[Case]:
                     f"SELECT COUNT(*) FROM T a, T b WHERE REPEAT('a', {m}) LIKE CONCAT('%', REPEAT('a', 999))",
                     f"SELECT COUNT(*) FROM T a, T b WHERE SUBSTRING_INDEX(REPEAT('a,', {m}), ',', -{m}) = a.c"):
             yield Case("time", "T", (sql,))
+    long = {  # statements near the 20,000-character limit: parsing and translating them takes time too
+        "plus": "SELECT " + " + ".join(["1"] * 6600), "concat": "SELECT CONCAT(" + ", ".join(["c"] * 6600) + ") FROM T",
+        "in": "SELECT c FROM T WHERE c IN (" + ",".join(str(i) for i in range(4000)) + ")",
+        "parens": "SELECT " + "(" * 9000 + "1" + ")" * 9000, "funcs": "SELECT " + "LOWER(" * 3000 + "c" + ")" * 3000,
+        "case": "SELECT " + "CASE WHEN 1 THEN " * 1000 + "1" + " END" * 1000,
+        "union": " UNION ".join(["SELECT c FROM T"] * 1300), "joins": "SELECT 1 FROM " + ", ".join(
+            f"T t{i}" for i in range(1800)), "and": "SELECT c FROM T WHERE " + " AND ".join(["c = 'a'"] * 1800),
+        "subq": "SELECT " + "(SELECT " * 1500 + "1" + ")" * 1500, "values": "INSERT INTO T VALUES " + ", ".join(
+            ["('x')"] * 2800), "wide": "INSERT INTO T VALUES (" + ", ".join(["1"] * 6000) + ")",
+        "cte": "WITH " + ", ".join(f"c{i} AS (SELECT {i})" for i in range(1000)) + " SELECT 1",
+        "order": "SELECT c FROM T ORDER BY " + ", ".join(["c"] * 6000),
+        "group": "SELECT c FROM T GROUP BY " + ", ".join(["c"] * 6000), "not": "SELECT " + "NOT " * 4900 + "1",
+        "left": "SELECT " + ", ".join(["LEFT(c, 1)"] * 2000) + " FROM T",
+        "like": "SELECT c FROM T WHERE " + " OR ".join(["c LIKE '%a%b%'"] * 1300),
+    }  # fmt: skip
+    for sql in long.values():
+        yield Case("time", "T", (sql[:20_000],))
     for _ in range(60):
         width = rng.randint(3, 5)
         tables = ", ".join(f"T t{i}" for i in range(width))
