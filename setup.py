@@ -19,6 +19,7 @@ setup(
         "orbax-checkpoint>=0.11",
         "transformers>=4.50",
         "safetensors>=0.4",
+        "gguf>=0.16",  # llama.cpp's GGUF reader and dequantizers (pure Python)
         "tensorflow-datasets>=4.9.7",
         "array_record>=0.7",
         "sqlglot>=26",
