@@ -8,12 +8,14 @@ MySQL collation runs on every row). Measured in the same run:
   same query, with no parsing, translation, sandbox or grading: what any
   embedded-database environment pays at least;
 - cmat_jax env with the Checker off, and with the Checker on (report mode, the
-  evaluation default; enforce costs the same).
+  evaluation default; enforce costs the same);
+- the same SELECT with ORDER BY its first column (Checker off): the sort key per
+  row and the plan check (EXPLAIN) a statement that may sort pays.
 
 Each figure is the best of --repeats passes over all tasks (--passes rounds each).
 
   python bench/bench_env.py
-  python bench/bench_env.py --tasks ../shared/dbbench/dev.jsonl --passes 20
+  python bench/bench_env.py --passes 20
 """
 
 from __future__ import annotations
@@ -30,23 +32,25 @@ sys.path.insert(0, REPO)
 
 from cmat_jax.agents.oracle import answer_reply, operation_reply  # noqa: E402
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig  # noqa: E402
-from cmat_jax.envs.sql.tasks import SqlTask, load_tasks  # noqa: E402
+from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS, SqlTask, load_tasks  # noqa: E402
 
-DEFAULT_TASKS = os.path.normpath(os.path.join(REPO, "..", "shared", "dbbench", "dev.jsonl"))
+DEFAULT_TASKS = DBBENCH_DEV_TASKS
 
 
-def select_for(task: SqlTask) -> str:
+def select_for(task: SqlTask, order_by: bool = False) -> str:
     """A MySQL SELECT on the task table: first column where the second equals its first value."""
     columns = [f"`{c.replace('`', '``')}`" for c in task.columns]
     value = task.rows[0][min(1, len(columns) - 1)] if task.rows else ""
     literal = "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
     where = columns[min(1, len(columns) - 1)]
-    return f"SELECT {columns[0]} FROM `{task.table_name.replace('`', '``')}` WHERE {where} = {literal}"
+    order = f" ORDER BY {columns[0]}" if order_by else ""
+    return f"SELECT {columns[0]} FROM `{task.table_name.replace('`', '``')}` WHERE {where} = {literal}{order}"
 
 
-def run_env(env: SqlEnv, tasks: list[SqlTask], passes: int) -> int:
+def run_env(env: SqlEnv, tasks: list[SqlTask], passes: int, order_by: bool = False) -> int:
     episodes = 0
-    replies = [(operation_reply(select_for(t)), answer_reply(t.label if not t.is_mutation else [])) for t in tasks]
+    replies = [(operation_reply(select_for(t, order_by)), answer_reply(t.label if not t.is_mutation else []))
+               for t in tasks]
     for _ in range(passes):
         for task, (operation, answer) in zip(tasks, replies):
             env.reset(task)
@@ -112,6 +116,9 @@ def main():
         env = SqlEnv(SqlEnvConfig(checker=mode))
         run_env(env, tasks, 1)  # warm the per-task table images
         rows.append((f"cmat_jax env, checker {mode}", best_rate(lambda: run_env(env, tasks, args.passes), args.repeats)))
+    env = SqlEnv(SqlEnvConfig(checker="off"))
+    rows.append(("cmat_jax env, checker off, ORDER BY",
+                 best_rate(lambda: run_env(env, tasks, args.passes, order_by=True), args.repeats)))
 
     print(f"{len(tasks)} tasks x {args.passes} passes, best of {args.repeats}; Python {platform.python_version()}, "
           f"SQLite {sqlite3.sqlite_version}, {platform.processor() or platform.machine()}, one thread")

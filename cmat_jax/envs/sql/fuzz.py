@@ -34,7 +34,6 @@ import time
 import traceback
 from typing import Iterable, Iterator
 
-from cmat_jax.agents.oracle import operation_reply
 from cmat_jax.envs.sql import allowlist, grading
 from cmat_jax.envs.sql.database import EpisodeDatabase, Limits, build_image
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
@@ -42,6 +41,11 @@ from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS, SqlTask, load_tasks, pars
 
 SLACK_S = 0.5  # a step may take the statement timeout plus this
 ANSWER = "Action: Answer\nFinal Answer: []"
+
+
+def operation_reply(sql: str) -> str:
+    """A reply that runs `sql`, in DBBench's format (docs/sql_env.md, Protocol)."""
+    return f"Action: Operation\n```sql\n{sql}\n```"
 
 
 @dataclasses.dataclass(frozen=True)
