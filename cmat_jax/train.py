@@ -9,6 +9,8 @@
 import logging as std_logging
 
 from absl import app, flags, logging
+
+from cmat_jax import cli
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
@@ -62,4 +64,4 @@ def _run_cmat(config):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
