@@ -99,7 +99,7 @@ def test_export_writes_the_assistant_merged_and_one_peft_adapter_per_role(tmp_pa
     import torch
     import transformers
 
-    peft = pytest.importorskip("peft")
+    import peft  # a test extra: the export must load in peft, never skip
     from cmat_jax.training.workdir import load_trained_model
 
     workdir = tmp_path / "run"
