@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from cmat_jax.distributed import host_values  # device_get that also gathers arrays spanning other processes
 from cmat_jax.models.kv_cache import KVCache
 from cmat_jax.sampling import buckets as bucket_lib
 from cmat_jax.sampling import stops as stop_lib
@@ -337,7 +338,7 @@ class Sampler:
             else:
                 checked = [0] * rows  # per row: tokens whose text is known to hold no stop string
                 while True:
-                    tokens_bg, done_b, length_b, reason_b, step = jax.device_get(
+                    tokens_bg, done_b, length_b, reason_b, step = host_values(
                         (ds.tokens_bg, ds.done_b, ds.length_b, ds.reason_b, ds.step))
                     stopped_b = _find_stops(tokens_bg, done_b, length_b, reason_b, step, rows, checked, stop_at,
                                             stops, detokenize)
@@ -345,7 +346,7 @@ class Sampler:
                         break
                     chunk_end = jnp.asarray(step + cfg.stop_check_interval, jnp.int32)
                     ds = programs.decode(state, ds, stopped_b, *policy, chunk_end, mode=mode)
-        tokens_bg, logprobs_bg, length_b, reason_b = jax.device_get(
+        tokens_bg, logprobs_bg, length_b, reason_b = host_values(
             (ds.tokens_bg, ds.logprobs_bg, ds.length_b, ds.reason_b))
 
         out = GenerateResult([], [], [], [] if detokenize else None, [] if detokenize else None)
