@@ -34,6 +34,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from cmat_jax import distributed
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.memory import ReflectionMemory
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
@@ -58,7 +59,7 @@ from cmat_jax.training.step import BATCH_KEYS
 INSTRUCTIONS = {"dbbench": None, "short": SHORT_INSTRUCTIONS}
 PATH_SETTINGS = ("model.hf_dir", "data.tokenizer", "data.general", "tasks.train", "tasks.eval")
 # What a resumed CMAT run may change: as SFT, plus how many iterations it runs in all.
-RESUMABLE_CHANGES = ("rl.iterations", "train.log_every", "resume", "workdir", "mesh", "checkpoint")
+RESUMABLE_CHANGES = ("rl.iterations", "train.log_every", "resume", "workdir", "mesh", "checkpoint", "distributed")
 TIMING_METRICS = ("tokens_per_s", "rollout_s", "update_s", "eval_s")
 
 
@@ -151,10 +152,10 @@ class CmatRun:
         from cmat_jax.data import make_sft_batches
 
         d = self.config.data
-        path = os.path.join(self.workdir, "warmup_demonstrations.jsonl")
-        if self.is_main:
-            os.makedirs(self.workdir, exist_ok=True)
-            write_demonstrations(path, demonstrations(self.train_tasks, self.user, SqlEnvConfig()))
+        # Every process reads its own copy (another host may not see the workdir); process 0's is the run's record.
+        path = os.path.join(self.workdir if self.is_main else distributed.scratch_dir(), "warmup_demonstrations.jsonl")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_demonstrations(path, demonstrations(self.train_tasks, self.user, SqlEnvConfig()))
         return make_sft_batches(self.tokenizer, path, d.general or None, agent_fraction=float(d.agent_fraction),
                                 batch_size=int(d.batch_size), seq_len=int(d.seq_len), mode=d.mode,
                                 seed=int(d.seed), overlong=d.overlong)
@@ -280,6 +281,7 @@ class CmatRun:
         key = jax.random.fold_in(jax.random.key(int(c.seed)), self.iteration)
         trajectories = self.train_engine.run(tasks, group_size=int(c.rollout.group_size), key=key,
                                              weights=self._weights(), memory=self.memory, user=self.user)
+        distributed.check_agreement(f"the rollouts of iteration {self.iteration + 1}", trajectories)
         for task in tasks:
             self.user.record(task.task_id, [t.correct for t in trajectories if t.task_id == task.task_id])
         rollout_s = time.perf_counter() - start
@@ -341,6 +343,7 @@ class CmatRun:
         start = time.perf_counter()
         trajectories = self.eval_engine.run(self.eval_tasks, weights=self._weights(), memory=ReflectionMemory(
             int(self.config.reflection.omega)), user=self.eval_user)
+        distributed.check_agreement(f"the evaluation rollouts at iteration {self.iteration}", trajectories)
         finals = {}
         for t in trajectories:  # a task counts as solved if any of its trials is
             finals[t.task_id] = finals.get(t.task_id, False) or t.correct
