@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
@@ -84,6 +85,9 @@ class SamplerConfig:
     # on GPU and none elsewhere, {} = XLA's defaults everywhere.
     decode_xla_options: Optional[Mapping[str, Any]] = None
     pad_id: int = 0
+    # Synchronise after each prefill and record a PhaseTime per pass in Sampler.phase_times (benchmarks);
+    # off, prefill and decode are dispatched back to back.
+    time_phases: bool = False
 
     def __post_init__(self):
         for name in ("min_prompt_bucket", "min_new_token_bucket", "stop_check_interval"):
@@ -116,6 +120,17 @@ class GenerateResult:
     stop_strings: Optional[list[Optional[str]]] = None
 
 
+@dataclasses.dataclass
+class PhaseTime:
+    """One pass of a generate call (SamplerConfig.time_phases): the device is synchronised after the prefill."""
+
+    prefill_s: float  # building the cache up to the first sampled token (for slots: repack and appends too)
+    decode_s: float  # the decode loop and reading the results back
+    rows: int  # requests in the pass (padding rows excluded)
+    prefill_tokens: int  # ids run through the model before decoding (padding excluded)
+    cache_slots: int  # the KV cache's length
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class DecodeState:
@@ -136,6 +151,20 @@ class _Programs:
     graphdef: nnx.GraphDef
     prefill: Callable
     decode: Callable
+
+
+@dataclasses.dataclass
+class PreparedCall:
+    """A checked generate call: what its passes need."""
+
+    params: SamplingParams
+    prompts: list[list[int]]
+    stops: tuple
+    detokenize: Optional[Callable]
+    eos: np.ndarray
+    row_keys: jax.Array  # one typed key per prompt
+    state: nnx.State  # the weights, placed on the mesh
+    programs: "_Programs"
 
 
 class Sampler:
@@ -160,6 +189,8 @@ class Sampler:
         self.mesh = mesh
         self.model_cfg = model.cfg
         self.trace_counts: collections.Counter = collections.Counter()
+        self.cache_dtype = config.cache_dtype or self.dtype
+        self.phase_times: list[PhaseTime] = []  # with config.time_phases: one entry per pass
         self._programs: Optional[_Programs] = None
         self._prompt_buckets = bucket_lib.check_buckets(config.prompt_buckets, "prompt_buckets")
         self._batch_buckets = bucket_lib.check_buckets(config.batch_buckets, "batch_buckets")
@@ -196,6 +227,28 @@ class Sampler:
         stop_strings: end a row when its text contains one; needs `tokenizer`
           (an object with .decode(ids), or a callable ids -> str).
         """
+        call = self.prepare(weights, prompts, max_new_tokens, key=key, temperature=temperature, top_k=top_k,
+                            top_p=top_p, eos_ids=eos_ids, stop_strings=stop_strings, tokenizer=tokenizer)
+        n = len(call.prompts)
+        step = self.max_batch or n
+        parts = [
+            self._generate_group(call.programs, call.state, call.prompts[i:i + step], call.row_keys[i:i + step],
+                                 max_new_tokens, call.params, call.eos, call.stops, call.detokenize)
+            for i in range(0, n, step)
+        ]
+        result = GenerateResult([], [], [], [] if call.detokenize else None, [] if call.detokenize else None)
+        for part in parts:
+            result.token_ids += part.token_ids
+            result.logprobs += part.logprobs
+            result.finish_reasons += part.finish_reasons
+            if call.detokenize:
+                result.texts += part.texts
+                result.stop_strings += part.stop_strings
+        return result
+
+    def prepare(self, weights, prompts, max_new_tokens, *, key, temperature, top_k, top_p, eos_ids, stop_strings,
+                tokenizer) -> "PreparedCall":
+        """Checks a generate call's arguments (see `generate`) and gathers what its passes need; compiles nothing."""
         params = SamplingParams(temperature, top_k, top_p)
         prompts = self._check_prompts(prompts, max_new_tokens)
         stops = stop_lib.check_stop_strings(stop_strings)
@@ -214,23 +267,7 @@ class Sampler:
         programs = self._programs_for(self.graphdef)
         if self.mesh is not None:
             state = jax.device_put(state, state_shardings(state, self.mesh))
-
-        n = len(prompts)
-        step = self.max_batch or n
-        parts = [
-            self._generate_group(programs, state, prompts[i:i + step], row_keys[i:i + step], max_new_tokens, params, eos,
-                                 stops, detokenize)
-            for i in range(0, n, step)
-        ]
-        result = GenerateResult([], [], [], [] if detokenize else None, [] if detokenize else None)
-        for part in parts:
-            result.token_ids += part.token_ids
-            result.logprobs += part.logprobs
-            result.finish_reasons += part.finish_reasons
-            if detokenize:
-                result.texts += part.texts
-                result.stop_strings += part.stop_strings
-        return result
+        return PreparedCall(params, prompts, stops, detokenize, eos, row_keys, state, programs)
 
     # -- validation -------------------------------------------------------
 
@@ -323,32 +360,47 @@ class Sampler:
             tokens_bp[r, p - len(ids):] = ids
             lengths_b[r] = len(ids)
         active_b = np.arange(b) < rows
-        # Padding rows draw with copies of the first row's key; their tokens are discarded.
-        row_keys_b = jnp.concatenate([row_keys, jnp.broadcast_to(row_keys[:1], (b - rows,))]) if b > rows else row_keys
-        mode = params.mode
-        policy = (*params.values(), jnp.asarray(eos), jnp.asarray(max_new, jnp.int32))
+        row_keys_b = pad_row_keys(row_keys, b)
+        policy = policy_operands(params, eos, max_new)
 
+        timer = PhaseTimer(self)
         with activation_sharding(self.mesh):
             ds = programs.prefill(state, tokens_bp, lengths_b, active_b, row_keys_b, *policy,
-                                  cache_size=cache_size, new_bucket=n, mode=mode)
-            stop_at: dict[int, tuple[int, int]] = {}
-            if not stops:
-                ds = programs.decode(state, ds, np.zeros((b,), bool), *policy, jnp.asarray(max_new, jnp.int32),
-                                     mode=mode)
-            else:
-                checked = [0] * rows  # per row: tokens whose text is known to hold no stop string
-                while True:
-                    tokens_bg, done_b, length_b, reason_b, step = host_values(
-                        (ds.tokens_bg, ds.done_b, ds.length_b, ds.reason_b, ds.step))
-                    stopped_b = _find_stops(tokens_bg, done_b, length_b, reason_b, step, rows, checked, stop_at,
-                                            stops, detokenize)
-                    if np.all((done_b | stopped_b)[:rows]) or step >= max_new:
-                        break
-                    chunk_end = jnp.asarray(step + cfg.stop_check_interval, jnp.int32)
-                    ds = programs.decode(state, ds, stopped_b, *policy, chunk_end, mode=mode)
+                                  cache_size=cache_size, new_bucket=n, mode=params.mode)
+            timer.prefilled(ds, rows, sum(len(x) for x in prompts), cache_size)
+            ds, stop_at = self.decode(programs, state, ds, rows, max_new, params, policy, stops, detokenize)
+        result = self.result(ds, rows, stop_at, stops, detokenize)
+        timer.decoded()
+        return result
+
+    def decode(self, programs, state, ds: DecodeState, rows: int, max_new: int, params: SamplingParams, policy,
+               stops, detokenize) -> tuple[DecodeState, dict[int, tuple[int, int]]]:
+        """Runs the decode program on `ds` (rows [0, rows) are requests) to the end: in one call without stop
+        strings, else in chunks with host stop checks between them. Returns the final state and, for rows a stop
+        string ended, (kept token count, text cut)."""
+        stop_at: dict[int, tuple[int, int]] = {}
+        b = ds.done_b.shape[0]
+        if not stops:
+            ds = programs.decode(state, ds, np.zeros((b,), bool), *policy, jnp.asarray(max_new, jnp.int32),
+                                 mode=params.mode)
+            return ds, stop_at
+        checked = [0] * rows  # per row: tokens whose text is known to hold no stop string
+        while True:
+            tokens_bg, done_b, length_b, reason_b, step = host_values(
+                (ds.tokens_bg, ds.done_b, ds.length_b, ds.reason_b, ds.step))
+            stopped_b = _find_stops(tokens_bg, done_b, length_b, reason_b, step, rows, checked, stop_at,
+                                    stops, detokenize)
+            if np.all((done_b | stopped_b)[:rows]) or step >= max_new:
+                return ds, stop_at
+            chunk_end = jnp.asarray(step + self.config.stop_check_interval, jnp.int32)
+            ds = programs.decode(state, ds, stopped_b, *policy, chunk_end, mode=params.mode)
+
+    @staticmethod
+    def result(ds: DecodeState, rows: int, stop_at: dict[int, tuple[int, int]], stops,
+               detokenize) -> GenerateResult:
+        """The GenerateResult of rows [0, rows) of a finished decode state."""
         tokens_bg, logprobs_bg, length_b, reason_b = host_values(
             (ds.tokens_bg, ds.logprobs_bg, ds.length_b, ds.reason_b))
-
         out = GenerateResult([], [], [], [] if detokenize else None, [] if detokenize else None)
         for r in range(rows):
             if r in stop_at:
@@ -381,66 +433,20 @@ class Sampler:
     def _build_programs(self, graphdef) -> _Programs:
         model_cfg, use_lora = self.model_cfg, self.config.use_lora
         unroll_decode = self.config.unroll_decode_layers
-        cache_dtype = self.config.cache_dtype or self.dtype
+        cache_dtype = self.cache_dtype
         pad_id = self.config.pad_id
         counts = self.trace_counts
-
-        def forward(state, tokens_bt, positions_bt, segments_bt, cache):
-            """Logits [b, v] of the last slot, and the updated cache."""
-            model = nnx.merge(graphdef, state)
-            h_btd, cache = model.hidden_states(tokens_bt, positions_bt, segments_bt, cache, use_lora=use_lora,
-                                               unroll_layers=unroll_decode and tokens_bt.shape[1] == 1)
-            cache = dataclasses.replace(cache, k_lbskh=constrain(cache.k_lbskh, CACHE_AXES),
-                                        v_lbskh=constrain(cache.v_lbskh, CACHE_AXES))
-            return model.logits(h_btd[:, -1:])[:, 0], cache
-
-        def sample_step(ds: DecodeState, logits_bv, temperature, top_k, top_p, eos_e, max_new, mode):
-            """Draws one token per row from `logits_bv` and records it for running rows."""
-            keys_b = jax.vmap(jax.random.fold_in, in_axes=(0, None))(ds.row_keys_b, ds.step)
-            log_probs_bv = policy_log_probs(logits_bv, temperature, top_k, top_p, mode)
-            token_b, log_prob_b = draw(log_probs_bv, logits_bv, keys_b, mode)
-            running_b = ~ds.done_b
-            column = (0, ds.step)
-            tokens_bg = jax.lax.dynamic_update_slice(
-                ds.tokens_bg, jnp.where(running_b, token_b, pad_id)[:, None], column)
-            logprobs_bg = jax.lax.dynamic_update_slice(
-                ds.logprobs_bg, jnp.where(running_b, log_prob_b, 0.0)[:, None], column)
-            count = ds.step + 1
-            hit_eos_b = running_b & jnp.any(token_b[:, None] == eos_e[None, :], axis=-1)
-            hit_length_b = running_b & ~hit_eos_b & (count >= max_new)
-            return dataclasses.replace(
-                ds,
-                tokens_bg=tokens_bg,
-                logprobs_bg=logprobs_bg,
-                last_token_b=token_b,
-                done_b=ds.done_b | hit_eos_b | hit_length_b,
-                length_b=jnp.where(running_b, count, ds.length_b),
-                reason_b=jnp.where(hit_eos_b, EOS, jnp.where(hit_length_b, LENGTH, ds.reason_b)),
-                step=count,
-            )
 
         def prefill(state, tokens_bp, lengths_b, active_b, row_keys_b, temperature, top_k, top_p,
                     eos_e, max_new, *, cache_size: int, new_bucket: int, mode: PolicyMode) -> DecodeState:
             counts["prefill"] += 1
             b, p = tokens_bp.shape
-            # Left padding: real tokens are segment 1, positions count from each row's first token.
-            segments_bp = (jnp.arange(p)[None, :] >= (p - lengths_b)[:, None]).astype(jnp.int32)
-            positions_bp = jnp.maximum(jnp.cumsum(segments_bp, axis=1) - 1, 0)
+            segments_bp, positions_bp = left_padding(lengths_b, p)
             cache = KVCache.init(model_cfg, b, cache_size, cache_dtype)
-            logits_bv, cache = forward(state, tokens_bp, positions_bp, segments_bp, cache)
-            ds = DecodeState(
-                cache=cache,
-                tokens_bg=jnp.full((b, new_bucket), pad_id, jnp.int32),
-                logprobs_bg=jnp.zeros((b, new_bucket), jnp.float32),
-                last_token_b=jnp.full((b,), pad_id, jnp.int32),
-                next_pos_b=lengths_b,
-                done_b=~active_b,
-                length_b=jnp.zeros((b,), jnp.int32),
-                reason_b=jnp.zeros((b,), jnp.int32),
-                row_keys_b=row_keys_b,
-                step=jnp.zeros((), jnp.int32),
-            )
-            return sample_step(ds, logits_bv, temperature, top_k, top_p, eos_e, max_new, mode)
+            logits_bv, cache = model_forward(graphdef, state, tokens_bp, positions_bp, segments_bp, cache,
+                                             use_lora=use_lora)
+            ds = initial_state(cache, new_bucket, lengths_b, active_b, row_keys_b, pad_id)
+            return sample_step(ds, logits_bv, temperature, top_k, top_p, eos_e, max_new, mode, pad_id)
 
         def decode(state, ds: DecodeState, stopped_b, temperature, top_k, top_p, eos_e, max_new, chunk_end, *,
                    mode: PolicyMode) -> DecodeState:
@@ -455,10 +461,14 @@ class Sampler:
                 return (ds.step < limit) & ~jnp.all(ds.done_b)
 
             def body(ds):
-                logits_bv, cache = forward(state, ds.last_token_b[:, None], ds.next_pos_b[:, None],
-                                           jnp.ones_like(ds.last_token_b)[:, None], ds.cache)
+                # Finished rows write segment 0: their slots stay masked, so a cache kept after this call
+                # (sampling/slots.py) holds only the ids each row was fed.
+                segments_b1 = (~ds.done_b).astype(jnp.int32)[:, None]
+                logits_bv, cache = model_forward(graphdef, state, ds.last_token_b[:, None], ds.next_pos_b[:, None],
+                                                 segments_b1, ds.cache, use_lora=use_lora,
+                                                 unroll_layers=unroll_decode)
                 ds = dataclasses.replace(ds, cache=cache, next_pos_b=ds.next_pos_b + 1)
-                return sample_step(ds, logits_bv, temperature, top_k, top_p, eos_e, max_new, mode)
+                return sample_step(ds, logits_bv, temperature, top_k, top_p, eos_e, max_new, mode, pad_id)
 
             return jax.lax.while_loop(cond, body, ds)
 
@@ -474,6 +484,101 @@ class Sampler:
             return dict(self.config.decode_xla_options) or None
         platform = self.mesh.devices.flat[0].platform if self.mesh is not None else jax.default_backend()
         return default_decode_xla_options(platform)
+
+
+def model_forward(graphdef, state, tokens_bt, positions_bt, segments_bt, cache: KVCache, *, use_lora: bool,
+                  unroll_layers: bool = False) -> tuple[jax.Array, KVCache]:
+    """Float32 logits [b, v] of each row's last slot, and the cache with the new slots written at its end."""
+    model = nnx.merge(graphdef, state)
+    h_btd, cache = model.hidden_states(tokens_bt, positions_bt, segments_bt, cache, use_lora=use_lora,
+                                       unroll_layers=unroll_layers and tokens_bt.shape[1] == 1)
+    cache = dataclasses.replace(cache, k_lbskh=constrain(cache.k_lbskh, CACHE_AXES),
+                                v_lbskh=constrain(cache.v_lbskh, CACHE_AXES))
+    return model.logits(h_btd[:, -1:])[:, 0], cache
+
+
+def left_padding(lengths_b, width: int) -> tuple[jax.Array, jax.Array]:
+    """(segments, positions) [b, width] of rows left-padded to `width`: the last lengths_b[r] slots of row r
+    are segment 1 with positions 0, 1, ...; padding is segment 0 at position 0."""
+    segments_bp = (jnp.arange(width)[None, :] >= (width - lengths_b)[:, None]).astype(jnp.int32)
+    positions_bp = jnp.maximum(jnp.cumsum(segments_bp, axis=1) - 1, 0)
+    return segments_bp, positions_bp
+
+
+def initial_state(cache: KVCache, new_bucket: int, next_pos_b, active_b, row_keys_b, pad_id: int) -> DecodeState:
+    """A decode state before its first token: inactive rows start finished."""
+    b = active_b.shape[0]
+    return DecodeState(
+        cache=cache,
+        tokens_bg=jnp.full((b, new_bucket), pad_id, jnp.int32),
+        logprobs_bg=jnp.zeros((b, new_bucket), jnp.float32),
+        last_token_b=jnp.full((b,), pad_id, jnp.int32),
+        next_pos_b=jnp.asarray(next_pos_b, jnp.int32),
+        done_b=~jnp.asarray(active_b),
+        length_b=jnp.zeros((b,), jnp.int32),
+        reason_b=jnp.zeros((b,), jnp.int32),
+        row_keys_b=row_keys_b,
+        step=jnp.zeros((), jnp.int32),
+    )
+
+
+def sample_step(ds: DecodeState, logits_bv, temperature, top_k, top_p, eos_e, max_new, mode: PolicyMode,
+                pad_id: int) -> DecodeState:
+    """Draws one token per row from `logits_bv` and records it for running rows."""
+    keys_b = jax.vmap(jax.random.fold_in, in_axes=(0, None))(ds.row_keys_b, ds.step)
+    log_probs_bv = policy_log_probs(logits_bv, temperature, top_k, top_p, mode)
+    token_b, log_prob_b = draw(log_probs_bv, logits_bv, keys_b, mode)
+    running_b = ~ds.done_b
+    column = (0, ds.step)
+    tokens_bg = jax.lax.dynamic_update_slice(ds.tokens_bg, jnp.where(running_b, token_b, pad_id)[:, None], column)
+    logprobs_bg = jax.lax.dynamic_update_slice(
+        ds.logprobs_bg, jnp.where(running_b, log_prob_b, 0.0)[:, None], column)
+    count = ds.step + 1
+    hit_eos_b = running_b & jnp.any(token_b[:, None] == eos_e[None, :], axis=-1)
+    hit_length_b = running_b & ~hit_eos_b & (count >= max_new)
+    return dataclasses.replace(
+        ds,
+        tokens_bg=tokens_bg,
+        logprobs_bg=logprobs_bg,
+        last_token_b=token_b,
+        done_b=ds.done_b | hit_eos_b | hit_length_b,
+        length_b=jnp.where(running_b, count, ds.length_b),
+        reason_b=jnp.where(hit_eos_b, EOS, jnp.where(hit_length_b, LENGTH, ds.reason_b)),
+        step=count,
+    )
+
+
+def policy_operands(params: SamplingParams, eos: np.ndarray, max_new: int) -> tuple:
+    """The traced policy arguments of the prefill and decode programs."""
+    return (*params.values(), jnp.asarray(eos), jnp.asarray(max_new, jnp.int32))
+
+
+def pad_row_keys(row_keys: jax.Array, b: int) -> jax.Array:
+    """Row keys for a batch bucket of b rows: padding rows draw with copies of the first key (discarded)."""
+    rows = row_keys.shape[0]
+    return jnp.concatenate([row_keys, jnp.broadcast_to(row_keys[:1], (b - rows,))]) if b > rows else row_keys
+
+
+class PhaseTimer:
+    """Records a PhaseTime per pass when the sampler's config asks for it; does nothing otherwise."""
+
+    def __init__(self, sampler: "Sampler"):
+        self.sampler = sampler
+        self.on = sampler.config.time_phases
+        self.start = time.perf_counter()
+        self.entry: Optional[PhaseTime] = None
+
+    def prefilled(self, ds, rows: int, prefill_tokens: int, cache_slots: int) -> None:
+        if self.on:
+            jax.block_until_ready(ds)
+            now = time.perf_counter()
+            self.entry = PhaseTime(now - self.start, 0.0, rows, prefill_tokens, cache_slots)
+            self.start = now
+
+    def decoded(self) -> None:
+        if self.on and self.entry is not None:
+            self.entry.decode_s = time.perf_counter() - self.start
+            self.sampler.phase_times.append(self.entry)
 
 
 def _find_stops(tokens_bg, done_b, length_b, reason_b, step, rows, checked, stop_at, stops,
