@@ -4,13 +4,17 @@
     python -m cmat_jax.train --config configs/sft_tiny.py --config.train.steps=100
     python -m cmat_jax.train --config configs/sft_qwen2_5_1_5b.py --config.model.hf_dir=/models/Qwen2.5-1.5B-Instruct
     python -m cmat_jax.train --config configs/sft_tiny.py --config.resume=true   # continue a killed run
+    python tools/tpu_vm.py local --num-processes 2 -- python -m cmat_jax.train --config configs/sft_tiny.py
+
+On a TPU slice of several hosts (or with the `distributed` settings) every host runs the same
+command and the processes start JAX's multi-controller runtime first (cmat_jax/distributed.py).
 """
 
 import logging as std_logging
 
 from absl import app, flags, logging
 
-from cmat_jax import cli
+from cmat_jax import cli, distributed
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
@@ -30,6 +34,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().addFilter(_OrbaxWarningsOnly())
     config = FLAGS.config
+    try:
+        distributed.initialize(config.distributed)  # before anything touches a device
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     if config.get("mode", "sft") == "cmat":
         return _run_cmat(config)
     from cmat_jax.training.trainer import Trainer

@@ -27,6 +27,12 @@ bucketed: one example per row, padded to the smallest bucket length that holds
 The iterator is infinite. Its state is the stream position of the next
 example, written as {"epoch", "index"} (plus a fingerprint of the settings);
 `restore(state)` makes it yield exactly the batches that followed that state.
+
+Rows of one process. In a run of several processes each builds only its block
+of rows, `rows=(start, stop)`, of the global batch. Every process walks the same
+global stream and makes the same packing decisions (they need the token count
+of every example of the batch), and fills only its own rows; the state stays the
+global stream position, so a run resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -154,10 +160,13 @@ class PackedBatch:
     the RL rows (cmat_jax/rl/rows.py), so both pack the same way.
     """
 
-    def __init__(self, rows: int, seq_len: int, pad_id: int = 0, extra_keys: tuple[str, ...] = ()):
+    def __init__(self, rows: int, seq_len: int, pad_id: int = 0, extra_keys: tuple[str, ...] = (),
+                 owned: tuple[int, int] | None = None):
+        """`owned` (start, stop): the rows held in `arrays` (default all); the others are only counted."""
         self.seq_len = seq_len
         self.extra_keys = tuple(extra_keys)
-        self.arrays = _empty_batch(rows, seq_len, pad_id, self.extra_keys)
+        self.owned = check_rows(owned, rows)
+        self.arrays = _empty_batch(self.owned[1] - self.owned[0], seq_len, pad_id, self.extra_keys)
         self._used = [0] * rows
         self._segments = [0] * rows
 
@@ -173,9 +182,21 @@ class PackedBatch:
         if row is None:
             return False
         self._segments[row] += 1
-        _place(self.arrays, row, self._used[row], self._segments[row], example)
+        start, stop = self.owned
+        if start <= row < stop:
+            _place(self.arrays, row - start, self._used[row], self._segments[row], example)
         self._used[row] += len(example)
         return True
+
+
+def check_rows(rows: tuple[int, int] | None, batch_size: int) -> tuple[int, int]:
+    """A block [start, stop) of a batch's rows; None means all of them."""
+    if rows is None:
+        return 0, batch_size
+    start, stop = (int(r) for r in rows)
+    if not 0 <= start < stop <= batch_size:
+        raise ValueError(f"rows [{start}, {stop}) are not a non-empty block of the batch's {batch_size} rows")
+    return start, stop
 
 
 class SftBatches:
@@ -188,11 +209,14 @@ class SftBatches:
         examples_per_epoch: int,
         max_skipped_in_a_row: int,
         fingerprint: str = "",
+        rows: tuple[int, int] | None = None,
     ):
+        """`rows` (start, stop): the block of each batch's rows this iterator yields (default all)."""
         if examples_per_epoch < 1:
             raise ValueError(f"examples_per_epoch must be >= 1, found {examples_per_epoch}")
         self._examples = examples
         self.spec = spec
+        self.rows = check_rows(rows, spec.batch_size)
         self.examples_per_epoch = examples_per_epoch
         self._max_skipped = max(1, max_skipped_in_a_row)
         self.fingerprint = f"{fingerprint} batch_size={spec.batch_size} seq_len={spec.seq_len} mode={spec.mode} overlong={spec.overlong}"
@@ -260,7 +284,7 @@ class SftBatches:
 
     def _next_packed(self) -> dict[str, np.ndarray]:
         spec = self.spec
-        batch = PackedBatch(spec.batch_size, spec.seq_len, spec.pad_id)
+        batch = PackedBatch(spec.batch_size, spec.seq_len, spec.pad_id, owned=self.rows)
         while True:
             _, example, _ = self._peek()
             if not batch.add(example):
@@ -272,7 +296,8 @@ class SftBatches:
         examples = [self._take() for _ in range(spec.batch_size)]
         longest = max(len(e) for e in examples)
         length = next(b for b in spec.buckets if b >= longest)
-        batch = _empty_batch(spec.batch_size, length, spec.pad_id)
-        for row, example in enumerate(examples):
+        start, stop = self.rows
+        batch = _empty_batch(stop - start, length, spec.pad_id)
+        for row, example in enumerate(examples[start:stop]):
             _place(batch, row, 0, 1, example)
         return batch

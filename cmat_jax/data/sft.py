@@ -51,11 +51,13 @@ def make_sft_batches(
     overlong: str = "truncate",
     bucket_lengths: tuple[int, ...] | None = None,
     split: str = "train",
+    rows: tuple[int, int] | None = None,
 ) -> SftBatches:
     """An infinite, resumable iterator of SFT batches.
 
     agent_source / general_source: JSONL files or TFDS directories (tools/build_tfds.py).
     agent_fraction: share of examples drawn from the agent source (1.0 without a general source).
+    rows: (start, stop), the block of each batch's rows to yield (one process's share); default all.
     """
     sources = [open_conversations(agent_source, split)]
     if general_source is not None:
@@ -76,4 +78,5 @@ def make_sft_batches(
         examples_per_epoch=schedule.examples_per_epoch,
         max_skipped_in_a_row=schedule.draws_to_cover_all,
         fingerprint=schedule.describe(),
+        rows=rows,
     )

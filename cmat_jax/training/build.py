@@ -98,7 +98,8 @@ def tokenizer_path(config):
     return config.data.tokenizer or config.model.hf_dir or None
 
 
-def build_batches(config, tokenizer):
+def build_batches(config, tokenizer, rows=None):
+    """The SFT batches of `config.data`; `rows` (start, stop): the block of each batch this process builds."""
     from cmat_jax.data import make_sft_batches
 
     d = config.data
@@ -114,5 +115,5 @@ def build_batches(config, tokenizer):
     return make_sft_batches(
         tokenizer, d.agent, d.general or None, agent_fraction=float(d.agent_fraction),
         batch_size=int(d.batch_size), seq_len=int(d.seq_len), mode=d.mode, seed=int(d.seed),
-        overlong=d.overlong, bucket_lengths=buckets, split=d.split,
+        overlong=d.overlong, bucket_lengths=buckets, split=d.split, rows=rows,
     )

@@ -12,7 +12,12 @@ The frozen base is never saved: it is rebuilt from the Hugging Face directory
 (or the seeded random init) named in the run's config. Orbax writes each step
 to a temporary directory and renames it when complete, so a run killed
 mid-save leaves the previous checkpoints intact. Restoring takes target
-shardings, so a run saved on one mesh resumes on any other.
+shardings, so a run saved on one mesh resumes on any other, and on any number
+of processes: in a run of several processes every process calls save and
+restore (orbax writes each array shard once, from the process that holds it,
+and the host item from process 0), so the directory must be storage every
+process sees: a local path for one host, a gs:// bucket or a shared file
+system for several (docs/tpu.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, Mapping, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
 DEFAULT_ROLE = "assistant"  # the role an SFT run trains
@@ -30,6 +36,17 @@ HOST_ITEM = "host"
 # Item names of the single-adapter layout: adapters, optimizer state, data position.
 LEGACY_LORA, LEGACY_OPT, LEGACY_DATA = "lora", "opt_state", "data"
 _ROLE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_URI = re.compile(r"[a-z][a-z0-9+.-]*://")  # gs://bucket/..., read through orbax's path library
+
+
+def checkpoint_path(directory: str) -> str:
+    """`directory` made absolute, unless it is a URI such as gs://bucket/run."""
+    return directory if _URI.match(directory) else os.path.abspath(directory)
+
+
+def checkpoint_directory(config, workdir: str) -> str:
+    """A run's checkpoint.directory, or <workdir>/checkpoints when it is empty (or the config predates it)."""
+    return config.checkpoint.get("directory", "") or os.path.join(workdir, "checkpoints")
 
 
 def check_role(role: str) -> str:
@@ -59,7 +76,7 @@ class Checkpointer:
             raise ValueError(f"checkpoint.every must be positive, found {every}")
         if keep <= 0:
             raise ValueError(f"checkpoint.keep must be positive, found {keep}")
-        self.directory = os.path.abspath(directory)
+        self.directory = checkpoint_path(directory)
         # Orbax's default policy also saves the first step of a run; only the
         # interval (and preemption notices) should decide.
         policy = ocp.checkpoint_managers.AnySavePolicy([
@@ -81,12 +98,12 @@ class Checkpointer:
 
     def step_items(self, step: int) -> set[str]:
         """Names of the items saved at `step`."""
-        path = os.path.join(self.directory, str(step))
-        if step not in self.all_steps() or not os.path.isdir(path):
+        path = epath.Path(self.directory) / str(step)
+        if step not in self.all_steps() or not path.is_dir():
             raise FileNotFoundError(
                 f"no checkpoint for step {step} in {self.directory}; saved steps: {self.all_steps() or 'none'}"
             )
-        return {name for name in os.listdir(path) if os.path.isdir(os.path.join(path, name))}
+        return {child.name for child in path.iterdir() if child.is_dir()}
 
     def saved_roles(self, step: int) -> tuple[list[str], list[str]]:
         """(roles with adapters, roles with optimizer state) at `step`."""

@@ -72,6 +72,17 @@ def default_config() -> config_dict.ConfigDict:
     c.checkpoint.every = 50
     c.checkpoint.keep = 2
     c.checkpoint.async_save = True
+    # Where checkpoints go; empty: <workdir>/checkpoints. A run of several hosts needs storage every host
+    # sees (a gs:// bucket, or a shared file system): orbax writes each host's shards there (docs/tpu.md).
+    c.checkpoint.directory = ""
+
+    # Several processes (hosts) as one program: cmat_jax/distributed.py, docs/tpu.md.
+    c.distributed = config_dict.ConfigDict()
+    c.distributed.initialize = "auto"  # auto (given settings or a TPU VM) | on | off
+    c.distributed.coordinator_address = ""  # host:port of process 0; empty: $JAX_COORDINATOR_ADDRESS or detected
+    c.distributed.num_processes = 0  # 0: $CMAT_NUM_PROCESSES or detected
+    c.distributed.process_id = -1  # -1: $CMAT_PROCESS_ID or detected
+    c.distributed.initialization_timeout_s = 300
     return c
 
 

@@ -28,10 +28,11 @@ import jax.numpy as jnp
 from absl import logging
 from flax import nnx
 
+from cmat_jax import distributed
 from cmat_jax import sharding as sharding_lib
 from cmat_jax.models.lora import LoRA
 from cmat_jax.training import build
-from cmat_jax.training.checkpoint import DEFAULT_ROLE, Checkpointer, check_role
+from cmat_jax.training.checkpoint import DEFAULT_ROLE, Checkpointer, check_role, checkpoint_directory
 from cmat_jax.training.metrics import truncate_metrics_after
 from cmat_jax.training.optimizer import make_optimizer, make_schedule
 from cmat_jax.training.step import BATCH_KEYS, LossFn, make_train_step, sft_loss
@@ -39,7 +40,7 @@ from cmat_jax.training.step import BATCH_KEYS, LossFn, make_train_step, sft_loss
 NONFINITE_MODES = ("stop", "skip")
 # Settings a resumed run may change without changing the data order or the math of a step
 # (train.steps only where the schedule allows it: see steps_change).
-RESUMABLE_CHANGES = ("train.steps", "train.log_every", "resume", "workdir", "mesh", "checkpoint")
+RESUMABLE_CHANGES = ("train.steps", "train.log_every", "resume", "workdir", "mesh", "checkpoint", "distributed")
 
 
 class NonFiniteError(FloatingPointError):
@@ -94,7 +95,7 @@ def absolute_paths(config, keys: Sequence[str]) -> None:
 
 def make_checkpointer(config, workdir: str) -> Checkpointer:
     c = config.checkpoint
-    return Checkpointer(os.path.join(workdir, "checkpoints"), every=int(c.every), keep=int(c.keep),
+    return Checkpointer(checkpoint_directory(config, workdir), every=int(c.every), keep=int(c.keep),
                         async_save=bool(c.async_save))
 
 
@@ -106,6 +107,7 @@ def resume_step(config, checkpointer: Checkpointer, workdir: str, *,
 
     A workdir with checkpoints needs `resume`; a resumed run must match the saved
     config.json except for `resumable` settings and what `extra_checks(saved, current)` allows.
+    Process 0 (which alone writes config.json) compares, and every process gets its verdict.
     """
     latest = checkpointer.latest_step()
     if latest is None:
@@ -118,16 +120,21 @@ def resume_step(config, checkpointer: Checkpointer, workdir: str, *,
             "continue that run, or choose another --config.workdir"
         )
     config_path = os.path.join(workdir, "config.json")
-    if os.path.isfile(config_path):
+
+    def differences() -> list[str]:
+        if not os.path.isfile(config_path):
+            return []
         with open(config_path, encoding="utf-8") as f:
             saved, current = json.load(f), json.loads(config.to_json())
-        diffs = config_differences(saved, current, resumable) + extra_checks(saved, current)
-        if diffs:
-            raise ValueError(
-                f"cannot resume {workdir}: its run used other settings, so the data order or the "
-                "updates would differ:\n  " + "\n  ".join(diffs) +
-                "\nresume with the original settings or start a new workdir"
-            )
+        return config_differences(saved, current, resumable) + extra_checks(saved, current)
+
+    diffs = distributed.on_main(differences)
+    if diffs:
+        raise ValueError(
+            f"cannot resume {workdir}: its run used other settings, so the data order or the "
+            "updates would differ:\n  " + "\n  ".join(diffs) +
+            "\nresume with the original settings or start a new workdir"
+        )
     return latest
 
 
@@ -252,9 +259,23 @@ class RunState:
             self.frozen, self.adapters[role], self.opt_states[role], batch, jnp.int32(step))
         return metrics
 
+    def process_rows(self, rows: int) -> tuple[int, int]:
+        """[start, stop): the rows of a `rows`-row batch that this process's devices hold."""
+        return distributed.process_rows(self.batch_sharding, rows)
+
     def put_batch(self, batch: dict, *, keys: Sequence[str] = BATCH_KEYS, rows: Optional[int] = None,
-                  rows_field: str = "data.batch_size") -> dict:
-        """Checks a host batch of [rows, t] arrays and places `keys` on the mesh (every host holds the whole batch)."""
+                  rows_field: str = "data.batch_size", local: bool = False) -> dict:
+        """Checks a host batch of [rows, t] arrays and places `keys` on the mesh.
+
+        Every process holds the whole batch, or with `local` (and `rows`, the global count) only
+        its own rows, `process_rows(rows)`, which become one global batch.
+        """
+        expected = rows
+        if local:
+            if rows is None:
+                raise ValueError("put_batch(local=True) needs rows, the global batch's row count")
+            begin, stop = self.process_rows(rows)
+            expected, rows_field = stop - begin, f"process {jax.process_index()}'s rows [{begin}, {stop}) of {rows_field}"
         missing = [k for k in keys if k not in batch]
         if missing:
             raise KeyError(f"the batch lacks {missing}; a batch holds {', '.join(keys)}")
@@ -262,14 +283,17 @@ class RunState:
         for key in keys:
             if batch[key].shape != shape:
                 raise ValueError(f"batch[{key!r}] has shape {batch[key].shape}; expected {shape} like batch['tokens']")
-        if rows is not None and shape[0] != rows:
-            raise ValueError(f"the batch has {shape[0]} rows; {rows_field} is {rows}")
+        if expected is not None and shape[0] != expected:
+            raise ValueError(f"the batch has {shape[0]} rows; {rows_field} is {expected}")
         vocab = self.model_config.vocab_size
         for key in ("tokens", "targets"):
             ids = batch[key] if key == "tokens" else batch[key][batch["loss_mask"] > 0]
             if ids.size and (ids.min() < 0 or ids.max() >= vocab):
                 raise ValueError(
                     f"batch[{key!r}] holds ids outside [0, {vocab}): the tokenizer does not match the model")
+        if local:
+            return {k: jax.make_array_from_process_local_data(self.batch_sharding, batch[k], (rows, shape[1]))
+                    for k in keys}
         return {k: jax.make_array_from_callback(shape, self.batch_sharding, lambda index, a=batch[k]: a[index])
                 for k in keys}
 

@@ -7,6 +7,11 @@ are placed on the mesh by the logical-axis rules of `cmat_jax.sharding`; each
 batch is placed with its rows over the `data` and `fsdp` axes. Checkpoints
 hold the adapters, the optimizer state and the data position (host item 'data').
 
+Several processes (cmat_jax/distributed.py): each builds only the rows of the
+batch that its devices hold and the processes' rows become one global batch;
+the data position stays the global stream position, so a run resumes on any
+number of processes. Only process 0 writes metrics and TensorBoard events.
+
 The loop dispatches step s+1 before reading the metrics of step s, so the host
 prepares the next batch while the device computes. Before every checkpoint the
 pending metrics are read, so a non-finite step is caught before anything after
@@ -24,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from cmat_jax import distributed
 from cmat_jax.training import build
 from cmat_jax.training.checkpoint import DEFAULT_ROLE
 from cmat_jax.training.metrics import MetricsWriter
@@ -36,6 +42,9 @@ from cmat_jax.training.step import BATCH_KEYS
 PATH_SETTINGS = ("model.hf_dir", "data.tokenizer", "data.agent", "data.general")
 
 
+_count_tokens = jax.jit(jnp.count_nonzero)  # a global batch's tokens, when each process holds some rows
+
+
 def _state_attribute(name: str, doc: str) -> property:
     return property(lambda self: getattr(self.state, name), doc=doc)
 
@@ -45,7 +54,8 @@ class Trainer:
 
     def __init__(self, config, *, mesh=None, batches=None):
         """`mesh` overrides config.mesh (e.g. a sub-mesh of some devices); `batches`
-        overrides the data config with any iterator that has state() and restore()."""
+        overrides the data config with any iterator that has state() and restore() (and yields whole
+        batches; the trainer's own yield this process's rows)."""
         absolute_paths(config, PATH_SETTINGS)
         self.config = config
         self.workdir = os.path.abspath(config.workdir)
@@ -55,17 +65,22 @@ class Trainer:
         self.checkpointer = make_checkpointer(config, self.workdir)
         resume_at = resume_step(config, self.checkpointer, self.workdir)  # before anything expensive is built
 
+        mesh = mesh if mesh is not None else build.make_mesh(config.mesh)
+        rows = int(config.data.batch_size)
+        distributed.check_process_share(rows, "data.batch_size")
+        check_batch_layout(rows, int(t.microbatches), mesh)
         # Data before the model: a malformed file fails in seconds, not after a 7B load.
         tokenizer = None
+        self.local_rows = batches is None  # the trainer's own batches hold this process's rows only
         if batches is None:
             from cmat_jax.data import load_tokenizer
+            from cmat_jax.sharding import batch_sharding
 
             tokenizer = load_tokenizer(build.tokenizer_path(config))
-            batches = build.build_batches(config, tokenizer)
+            batches = build.build_batches(config, tokenizer,
+                                          rows=distributed.process_rows(batch_sharding(mesh, 2), rows))
         self.batches = batches
 
-        mesh = mesh if mesh is not None else build.make_mesh(config.mesh)
-        check_batch_layout(int(config.data.batch_size), int(t.microbatches), mesh)
         self.state = RunState(config, mesh=mesh, checkpointer=self.checkpointer)
         if tokenizer is not None and len(tokenizer) > self.model_config.vocab_size:
             raise ValueError(
@@ -121,8 +136,10 @@ class Trainer:
     # -- the loop --------------------------------------------------------
 
     def put_batch(self, batch: dict) -> dict:
-        """Checks a host batch and places it on the mesh (every host holds the whole batch)."""
-        return self.state.put_batch(batch, keys=BATCH_KEYS, rows=int(self.config.data.batch_size))
+        """Checks a host batch (this process's rows, or the whole batch for batches given to the
+        constructor) and places it on the mesh."""
+        return self.state.put_batch(batch, keys=BATCH_KEYS, rows=int(self.config.data.batch_size),
+                                    local=self.local_rows)
 
     def train(self) -> list[dict]:
         """Runs from the current step to train.steps; returns the metrics of the steps it ran."""
@@ -149,8 +166,9 @@ class Trainer:
             while self.step < total:
                 host_batch = next(self.batches)
                 data_state = self.batches.state()
-                tokens = int(np.count_nonzero(host_batch["segment_ids"]))
                 batch = self.put_batch(host_batch)
+                tokens = int(np.count_nonzero(host_batch["segment_ids"])) if jax.process_count() == 1 else \
+                    _count_tokens(batch["segment_ids"])  # read with the metrics, a step later
                 self.lora, self.opt_state, device_metrics = self.step_fn(
                     self.frozen, self.lora, self.opt_state, batch, jnp.int32(self.step))
                 self.step += 1
@@ -187,7 +205,7 @@ class Trainer:
             logging.warning("%s: non-finite loss or gradient; update skipped (%d skipped so far)",
                             where, self.skipped_steps)
         return {"loss": m["loss"], "learning_rate": m["learning_rate"], "grad_norm": m["grad_norm"],
-                "tokens_per_s": tokens / max(elapsed, 1e-9), "loss_tokens": m["loss_tokens"],
+                "tokens_per_s": int(tokens) / max(elapsed, 1e-9), "loss_tokens": m["loss_tokens"],
                 "skipped": float(not finite)}
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ import os
 from typing import Optional
 
 import jax
+from etils import epath
 from flax import nnx
 from ml_collections import config_dict
 
@@ -18,7 +19,7 @@ from cmat_jax import sharding as sharding_lib
 from cmat_jax.models.lora import LoRA
 from cmat_jax.models.transformer import Transformer
 from cmat_jax.training import build
-from cmat_jax.training.checkpoint import DEFAULT_ROLE, Checkpointer
+from cmat_jax.training.checkpoint import DEFAULT_ROLE, Checkpointer, checkpoint_directory
 
 
 def read_run_config(workdir: str) -> config_dict.ConfigDict:
@@ -32,11 +33,14 @@ def read_run_config(workdir: str) -> config_dict.ConfigDict:
 def saved_roles(workdir: str, step: Optional[int] = None) -> list[str]:
     """The roles whose adapters checkpoint `step` (default: the latest) holds: ['assistant'] for SFT runs,
     also 'checker' for CMAT runs with a learned Checker."""
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), every=1, keep=1 << 30, async_save=False)
+    has_config = os.path.isfile(os.path.join(workdir, "config.json"))
+    directory = checkpoint_directory(read_run_config(workdir), workdir) if has_config else \
+        os.path.join(workdir, "checkpoints")
+    checkpointer = Checkpointer(directory, every=1, keep=1 << 30, async_save=False)
     try:
         steps = checkpointer.all_steps()
         if not steps:
-            raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint")
+            raise FileNotFoundError(f"{directory} holds no checkpoint")
         return checkpointer.saved_roles(max(steps) if step is None else step)[0]
     finally:
         checkpointer.close()
@@ -54,9 +58,9 @@ def load_trained_model(workdir: str, *, step: Optional[int] = None, mesh=None, e
         config.model.dtype = "float32"
         config.model.attention_impl = "xla"
     mesh = mesh if mesh is not None else sharding_lib.make_mesh(1, -1, 1)
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{workdir} has no checkpoints/ directory; the run saved no checkpoint yet")
+    directory = checkpoint_directory(config, workdir)
+    if not epath.Path(directory).is_dir():
+        raise FileNotFoundError(f"{directory} does not exist; the run saved no checkpoint yet")
     checkpointer = Checkpointer(directory, every=1, keep=1 << 30, async_save=False)
     try:
         steps = checkpointer.all_steps()
