@@ -22,6 +22,19 @@ does not extend the previous text (or old observations were dropped to fit
 `prompt_budget`), the prompt is rendered anew and a new segment starts. Text is
 never re-tokenized into a prompt otherwise.
 
+KV cache (`RolloutConfig.cache`): 'persistent' (the default) names the episode as
+the context of its Assistant requests, so a model reply source keeps the
+episode's keys and values between turns and prefills only the new ids; a new
+segment's prompt reuses what still agrees with the cached ids. 'reprefill' sends
+no context: every turn prefills the whole conversation. Both give the same
+tokens (the tests hold them equal, greedy, at float32). The cache is dropped at
+the start and end of each `run`: it is only valid for the weights of one rollout.
+
+Continuous batching: at most `RolloutConfig.slots` episodes (and no more than the
+reply source's `max_contexts`) play at once; when one ends, the next waiting
+episode of the trial takes its place at the next turn. Trials stay in order:
+reflections of trial t are written before any retry of trial t starts.
+
 Randomness: an episode's key is derived from the run's key, its task id, sample
 and trial, and each call folds in the role and turn. So results do not depend
 on which or how many episodes share a sampler call.
@@ -29,6 +42,7 @@ on which or how many episodes share a sampler call.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import time
@@ -51,6 +65,7 @@ from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
 from cmat_jax.envs.sql.tasks import SqlTask
 
 CHECKER_MODES = ("off", "static", "learned", "static+learned")
+CACHE_MODES = ("persistent", "reprefill")
 _ROLE_STREAMS = {ASSISTANT_ROLE: 0, CHECKER_ROLE: 1, REFLECTION_ROLE: 2}
 
 
@@ -62,10 +77,17 @@ class RolloutConfig:
     trials: int = 1  # attempts per episode; 1 = no reflection
     checker: str = "static"  # off | static | learned | static+learned
     prompt_budget: Optional[int] = None  # prompt tokens; None: the sampler's max_len - assistant max_new_tokens
+    cache: str = "persistent"  # persistent: keep each episode's KV cache across turns | reprefill: prefill all
+    slots: Optional[int] = None  # episodes played at once (continuous batching); None: every episode of a trial
 
     def __post_init__(self):
         if self.checker not in CHECKER_MODES:
             raise ValueError(f"checker is {self.checker!r}; choose from {', '.join(CHECKER_MODES)}")
+        if self.cache not in CACHE_MODES:
+            raise ValueError(f"rollout cache is {self.cache!r}; choose from {', '.join(CACHE_MODES)}")
+        if self.slots is not None and (not isinstance(self.slots, int) or self.slots < 1):
+            raise ValueError(f"rollout slots must be a positive int (episodes at once) or None (all), "
+                             f"found {self.slots!r}")
         if not isinstance(self.trials, int) or self.trials < 1:
             raise ValueError(f"reflection.trials must be a positive int (1 = no reflection), found {self.trials!r}")
 
@@ -162,16 +184,20 @@ class RolloutEngine:
         self._on_finish = on_finish
         pending = [(index, task, sample) for index, task in enumerate(tasks) for sample in range(group_size)]
         trajectories: list[Trajectory] = []
-        for trial in range(self.config.trials):
-            episodes = [self._start(slot, index, task, sample, trial, group_size, key, memory, user)
-                        for slot, (index, task, sample) in enumerate(pending)]
-            self._play(episodes, weights)
-            trajectories += [e.trajectory for e in episodes]
-            failed = [e for e in episodes if not e.trajectory.correct]
-            if trial + 1 == self.config.trials or not failed:
-                break
-            self._reflect(failed, weights, memory)
-            pending = [(e.trajectory.group_id, e.task, e.trajectory.sample) for e in failed]
+        self._clear_contexts()  # cached keys and values of earlier weights are stale
+        try:
+            for trial in range(self.config.trials):
+                episodes = [self._start(slot, index, task, sample, trial, group_size, key, memory, user)
+                            for slot, (index, task, sample) in enumerate(pending)]
+                self._play(episodes, weights)
+                trajectories += [e.trajectory for e in episodes]
+                failed = [e for e in episodes if not e.trajectory.correct]
+                if trial + 1 == self.config.trials or not failed:
+                    break
+                self._reflect(failed, weights, memory)
+                pending = [(e.trajectory.group_id, e.task, e.trajectory.sample) for e in failed]
+        finally:
+            self._clear_contexts()  # frees the cache's device memory for the update that follows
         self.stats.episodes += len(trajectories)
         self.stats.total_s += time.perf_counter() - start
         self.last_stats = _difference(self.stats, stats_before)
@@ -205,19 +231,43 @@ class RolloutEngine:
         return self._envs[slot]
 
     def _play(self, episodes: list[_Episode], weights: dict) -> None:
+        """Plays the episodes of one trial to their end, at most `_live_limit` at once."""
+        waiting = collections.deque(episodes)
+        live: list[_Episode] = []
+        limit = self._live_limit(len(episodes))
         while True:
-            live = [e for e in episodes if not e.done]
+            live = [e for e in live if not e.done]
+            while waiting and len(live) < limit:  # a finished episode's place goes to the next waiting one
+                live.append(waiting.popleft())
             if not live:
                 return
             with self._timed("prompt_s"):
-                live = [e for e in live if self._fit_prompt(e)]
+                turn_live = [e for e in live if self._fit_prompt(e)]
             with self._timed("assistant_s"):
                 replies = self._call(self.assistant, weights.get(ASSISTANT_ROLE),
-                                     [self._request(e, ASSISTANT_ROLE) for e in live], self.config.assistant)
-            turns = [self._assistant_turn(e, r) for e, r in zip(live, replies)]
-            verdicts = self._check(live, turns, weights)
-            for episode, turn, verdict in zip(live, turns, verdicts):
+                                     [self._assistant_request(e) for e in turn_live], self.config.assistant)
+            turns = [self._assistant_turn(e, r) for e, r in zip(turn_live, replies)]
+            verdicts = self._check(turn_live, turns, weights)
+            for episode, turn, verdict in zip(turn_live, turns, verdicts):
                 self._apply(episode, turn, verdict)
+
+    def _live_limit(self, episodes: int) -> int:
+        """Episodes played at once: `config.slots`, and no more contexts than persistent slots can hold."""
+        limit = self.config.slots or episodes
+        capacity = getattr(self.assistant, "max_contexts", None)
+        if self.config.cache == "persistent" and capacity:
+            limit = min(limit, capacity)
+        return max(1, min(limit, episodes))
+
+    def _assistant_request(self, episode: _Episode) -> Request:
+        request = self._request(episode, ASSISTANT_ROLE)
+        if self.config.cache == "persistent":
+            request = dataclasses.replace(request, context=episode.uid)
+        return request
+
+    def _clear_contexts(self) -> None:
+        if hasattr(self.assistant, "clear_contexts"):
+            self.assistant.clear_contexts()
 
     @contextlib.contextmanager
     def _timed(self, field: str):

@@ -1,16 +1,24 @@
 """Where replies come from: a model through the batched sampler, or a scripted agent.
 
 The rollout engine asks for the replies of many episodes at once. A
-`ModelReplies` answers with one `Sampler.generate` call over all their prompts,
-with the weights of the role that speaks; a `ScriptedReplies` asks one scripted
-agent per episode (the oracle), so scripted and model agents run through the
-same engine. Agents never call the model themselves.
+`ModelReplies` answers with one sampler call over all their prompts, with the
+weights of the role that speaks; a `ScriptedReplies` asks one scripted agent per
+episode (the oracle), so scripted and model agents run through the same engine.
+Agents never call the model themselves.
+
+Requests that name a `context` (the engine names the episode for its Assistant
+turns) go to persistent KV slots (sampling/slots.py): each context keeps its
+cache between calls and only the new ids of its prompt are prefilled. Requests
+without one are prefilled whole (`Sampler.generate`). `forget(context)` frees a
+context's slot; `clear_contexts()` ends the slots' session and frees their cache
+(the engine calls it at the start and end of every rollout: cached keys and
+values are only valid for the weights that computed them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Hashable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -18,6 +26,7 @@ import numpy as np
 from cmat_jax.chat import Message
 from cmat_jax.data.tokenizer import decode_ids, end_of_turn_ids
 from cmat_jax.sampling.sampler import Sampler
+from cmat_jax.sampling.slots import SlotSampler
 
 
 @dataclasses.dataclass
@@ -37,6 +46,7 @@ class Request:
     messages: Sequence[Message]  # the conversation so far, ending with a user turn
     prompt_ids: Optional[list[int]]  # the model's prompt (None without a tokenizer)
     key: Optional[jax.Array]  # this row's PRNG key (None for greedy decoding)
+    context: Optional[Hashable] = None  # the conversation the prompt extends (persistent KV slots); None: none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,24 +62,47 @@ class SamplingSettings:
 
 
 class ModelReplies:
-    """One batched sampler call per request list; generation stops at the chat template's end of turn."""
+    """One batched sampler call per request list; generation stops at the chat template's end of turn.
 
-    def __init__(self, sampler: Sampler, tokenizer):
+    Requests with a context use persistent slots (`slots`, a SlotSampler over `sampler`); a call's requests
+    either all name one or none does. `max_contexts` is how many contexts the slots can hold at once.
+    """
+
+    def __init__(self, sampler: Sampler, tokenizer, *, max_append: int = 256):
         self.sampler = sampler
+        self.slots = SlotSampler(sampler, max_append=max_append)
         self.tokenizer = tokenizer
         self.eos_ids = sorted(set(end_of_turn_ids(tokenizer)))
+
+    @property
+    def max_contexts(self) -> Optional[int]:
+        return self.sampler.max_batch
 
     def __call__(self, weights, requests: Sequence[Request], settings: SamplingSettings) -> list[Reply]:
         if not requests:
             return []
         keys = None if settings.greedy else jax.numpy.stack([r.key for r in requests])
-        result = self.sampler.generate(
-            weights, [r.prompt_ids for r in requests], settings.max_new_tokens, key=keys,
-            temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p, eos_ids=self.eos_ids,
-            tokenizer=lambda ids: decode_ids(self.tokenizer, ids))
+        kwargs = dict(key=keys, temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+                      eos_ids=self.eos_ids, tokenizer=lambda ids: decode_ids(self.tokenizer, ids))
+        prompts = [r.prompt_ids for r in requests]
+        contexts = [r.context for r in requests]
+        if all(c is None for c in contexts):
+            result = self.sampler.generate(weights, prompts, settings.max_new_tokens, **kwargs)
+        elif any(c is None for c in contexts):
+            raise ValueError("a reply call mixes requests with and without a context; name a context for every "
+                             "request (persistent slots) or for none (full prefill)")
+        else:
+            result = self.slots.generate(weights, contexts, prompts, settings.max_new_tokens, **kwargs)
         return [Reply(text, ids, np.asarray(lp, np.float32).tolist(), reason)
                 for text, ids, lp, reason in zip(result.texts, result.token_ids, result.logprobs,
                                                   result.finish_reasons)]
+
+    def forget(self, context: Hashable) -> None:
+        """The context (episode) is over: its slot may go to another."""
+        self.slots.release(context)
+
+    def clear_contexts(self) -> None:
+        self.slots.clear()
 
 
 class ScriptedReplies:
