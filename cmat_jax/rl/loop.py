@@ -172,7 +172,7 @@ class CmatRun:
             settings = SamplingSettings(int(c.rollout.max_new_tokens), temperature, int(c.rollout.top_k) or None,
                                         float(c.rollout.top_p) if float(c.rollout.top_p) < 1.0 else None)
             config = RolloutConfig(
-                assistant=settings, trials=trials, checker=c.checker.mode,
+                assistant=settings, trials=trials, checker=c.checker.mode, cache=c.rollout.cache,
                 checker_sampling=dataclasses.replace(settings, max_new_tokens=int(c.checker.max_new_tokens)),
                 reflection=dataclasses.replace(settings, max_new_tokens=int(c.reflection.max_new_tokens)))
             return RolloutEngine(self.env_config, config, assistant=replies, tokenizer=self.tokenizer,

@@ -147,6 +147,7 @@ def cmat_config() -> config_dict.ConfigDict:
     c.rollout.instructions = "dbbench"  # dbbench (v0.2's text, verbatim) | short (the same protocol in 71 tokens)
     c.rollout.curriculum = True
     c.rollout.curriculum_boost = 3.0
+    c.rollout.cache = "persistent"  # persistent: each episode's KV cache kept across turns | reprefill: all each turn
 
     c.reflection = config_dict.ConfigDict()
     c.reflection.trials = 1  # 1: no reflection
