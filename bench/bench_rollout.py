@@ -86,6 +86,9 @@ TIME_KEYS = ("assistant_s", "static_checker_s", "learned_checker_s", "env_s", "r
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workload", default="dbbench", choices=("dbbench", "synthetic"),
+                   help="dbbench: DBBench episodes through the whole engine; synthetic: the fixed-shape multi-turn "
+                   "episodes of bench/rollout_synthetic.py (persistent slots, re-prefill, transformers)")
     p.add_argument("--preset", default="qwen2_5_1_5b",
                    help=f"model shape: a cmat_jax preset (tiny, qwen2_5_1_5b, ...) or {', '.join(SHAPES)}")
     p.add_argument("--tokenizer", help="local tokenizer directory (default: the bundled 1,024-token tokenizer, "
@@ -93,8 +96,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     p.add_argument("--attention-impl", default="auto", choices=("auto", "xla", "cudnn"))
     p.add_argument("--tasks", type=int, default=60, help="the first N packaged DBBench dev tasks (60 in all)")
-    p.add_argument("--group-size", type=int, default=1, help="samples per task (G)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="per Assistant turn")
+    p.add_argument("--group-size", type=int, help="samples per task (G); default 1 (dbbench), 4 (synthetic)")
+    p.add_argument("--max-new-tokens", type=int, help="per Assistant turn; default 64 (dbbench), 128 (synthetic)")
+    p.add_argument("--cache", default="persistent", choices=("persistent", "reprefill"),
+                   help="dbbench: the engine's KV cache mode (rollout cache)")
+    p.add_argument("--batch", default="64", help="synthetic: episodes played at once, a comma list (64,256)")
+    p.add_argument("--opening", type=int, default=512, help="synthetic: ids of a task's opening")
+    p.add_argument("--turns", type=int, default=5, help="synthetic: turns per episode")
+    p.add_argument("--observation", type=int, default=64, help="synthetic: ids of each observation")
+    p.add_argument("--modes", default="persistent,reprefill", help="synthetic: the cmat_jax sides to measure")
     p.add_argument("--temperature", type=float, default=1.0, help="Assistant sampling temperature (0 = greedy)")
     p.add_argument("--max-rounds", type=int, default=4, help="statements per episode (DBBench: 15)")
     p.add_argument("--checker", default="static+learned", choices=CHECKER_MODES)
@@ -111,12 +121,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)  # child mode: run the transformers loop
     args = p.parse_args(argv)
+    synthetic = args.workload == "synthetic"
+    args.group_size = args.group_size or (4 if synthetic else 1)
+    args.max_new_tokens = args.max_new_tokens or (128 if synthetic else 64)
+    try:
+        args.batch = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        p.error(f"--batch must be a comma list of ints, got {args.batch!r}")
+    args.modes = [m for m in args.modes.split(",") if m]
+    if any(m not in ("persistent", "reprefill") for m in args.modes):
+        p.error(f"--modes must name persistent and/or reprefill, got {','.join(args.modes)!r}")
     for name in ("tasks", "group_size", "max_new_tokens", "max_rounds", "checker_max_new_tokens", "trials",
-                 "reflection_max_new_tokens", "max_len", "peer_episodes"):
+                 "reflection_max_new_tokens", "max_len", "peer_episodes", "opening", "turns", "observation"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.temperature < 0:
         p.error(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+    if any(b < 1 or b % args.group_size for b in args.batch):
+        p.error(f"--batch values must be positive multiples of --group-size {args.group_size}, got {args.batch}")
     try:
         model_config(args.preset)
     except (KeyError, ValueError) as e:
@@ -249,6 +271,17 @@ class TimedReplies:
     def reset(self) -> None:
         self.seconds, self.sampled = 0.0, 0
 
+    # Persistent slots: the engine names each episode's context and frees it through its reply source.
+    @property
+    def max_contexts(self):
+        return getattr(self.source, "max_contexts", None)
+
+    def forget(self, uid) -> None:
+        self.source.forget(uid)
+
+    def clear_contexts(self) -> None:
+        self.source.clear_contexts()
+
 
 def build_model(args):
     import jax
@@ -291,7 +324,7 @@ def run_engine(args) -> dict:
         assistant=SamplingSettings(args.max_new_tokens, args.temperature),
         checker_sampling=SamplingSettings(args.checker_max_new_tokens, 0.0),
         reflection=SamplingSettings(args.reflection_max_new_tokens, 0.0),
-        trials=args.trials, checker=args.checker,
+        trials=args.trials, checker=args.checker, cache=args.cache,
         # The forced header goes after the prompt, so the prompt leaves room for it too.
         prompt_budget=max_len - args.max_new_tokens - headers.longest(tasks))
     engine = RolloutEngine(SqlEnvConfig(max_rounds=args.max_rounds), config, assistant=assistant,
@@ -327,11 +360,32 @@ def run_engine(args) -> dict:
         / len(trajectories),
         prompt_s=stats.prompt_s,
         dropped_observations=sum(tr.dropped_observations for tr in trajectories),
+        cache=args.cache,
+        slot_stats=dataclasses.asdict(replies.slots.stats),
     )
     return out
 
 
 # -- transformers loop ----------------------------------------------------------------------
+
+
+def build_peer_model(args):
+    """A transformers model of the preset's shape with random weights, on the GPU when there is one."""
+    import torch
+    import transformers
+
+    from cmat_jax.models.config import to_hf_config
+
+    transformers.logging.set_verbosity_error()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+    hf = to_hf_config(model_config(args.preset), args.dtype)
+    hf.pop("architectures", None)
+    torch.manual_seed(args.seed)
+    with torch.device(device):
+        model = transformers.AutoModelForCausalLM.from_config(
+            transformers.AutoConfig.for_model(hf.pop("model_type"), **hf), dtype=dtype, attn_implementation="sdpa")
+    return model.eval()
 
 
 def run_peer(args) -> dict:
@@ -346,20 +400,11 @@ def run_peer(args) -> dict:
     from cmat_jax.data.tokenizer import decode_ids, end_of_turn_ids, render_chat, tokenize_text
     from cmat_jax.envs.sql.checker import Checker, Verdict
     from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
-    from cmat_jax.models.config import to_hf_config
 
-    transformers.logging.set_verbosity_error()
     tasks, tokenizer, max_len = load_workload(args)
     headers = Headers(tokenizer, args.free_format)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
-    hf = to_hf_config(model_config(args.preset), args.dtype)
-    hf.pop("architectures", None)
-    torch.manual_seed(args.seed)
-    with torch.device(device):
-        model = transformers.AutoModelForCausalLM.from_config(
-            transformers.AutoConfig.for_model(hf.pop("model_type"), **hf), dtype=dtype, attn_implementation="sdpa")
-    model.eval()
+    model = build_peer_model(args)
+    device = model.device.type
     eos = end_of_turn_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     render = lambda messages: render_chat(tokenizer, messages, add_generation_prompt=True)  # noqa: E731
@@ -467,6 +512,63 @@ def run_peer(args) -> dict:
     return out
 
 
+# -- the synthetic workload (bench/rollout_synthetic.py) -------------------------------------
+
+
+def synthetic_workloads(args) -> list:
+    from bench.rollout_synthetic import Workload
+
+    vocab = model_config(args.preset).vocab_size
+    return [Workload(batch, args.group_size, args.opening, args.turns, args.max_new_tokens, args.observation, vocab,
+                     args.seed) for batch in args.batch]
+
+
+def run_synthetic_ours(args) -> dict:
+    """{batch: {mode: result}} for every --batch and --modes, one model."""
+    from bench.rollout_synthetic import run_ours
+
+    model = build_model(args)
+    return {w.batch: {mode: run_ours(model, w, mode, args.seed) for mode in args.modes}
+            for w in synthetic_workloads(args)}
+
+
+def run_synthetic_peer(args) -> dict:
+    import torch
+    import transformers
+
+    from bench.rollout_synthetic import run_peer as play
+
+    model = build_peer_model(args)
+    out = {str(w.batch): play(model, w, args.seed) for w in synthetic_workloads(args)}
+    out["device"] = torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu"
+    out["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
+    return out
+
+
+def synthetic_main(args, argv: list[str]) -> None:
+    from bench.rollout_synthetic import print_results
+
+    if args.peer:
+        print(json.dumps(run_synthetic_peer(args)), flush=True)
+        return
+    peer = None
+    if not args.no_peer:  # first, so its process has exited before JAX claims the device memory
+        peer = run_json([sys.executable, os.path.abspath(__file__), *argv, "--peer"], timeout=3600)
+        if "error" in peer:
+            raise SystemExit(f"the transformers loop failed: {peer['error']}")
+    ours = run_synthetic_ours(args)
+    info = machine()
+    versions = dict(info["versions"], **(peer or {}).get("versions", {}))
+    print(f"synthetic rollout: preset={args.preset} dtype={args.dtype} seed={args.seed}; device: {info['device']} "
+          f"({info['cpu_cores']} CPU cores); " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    for workload in synthetic_workloads(args):
+        print_results(args.preset, workload, ours[workload.batch], None if peer is None else peer[str(workload.batch)])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"command": shlex.join(["python", "bench/bench_rollout.py", *argv]), "machine": info,
+                       "args": vars(args), "cmat_jax": ours, "transformers": peer}, f, indent=2)
+
+
 # -- report ---------------------------------------------------------------------------------
 
 
@@ -497,8 +599,8 @@ def print_table(args, ours: dict, peer: Optional[dict], info: dict) -> None:
     versions = dict(info["versions"], **(peer or {}).get("versions", {}))
     print(f"device: {info['device']} ({info['cpu_cores']} CPU cores, {info['cpu']}); "
           + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print(f"cmat_jax compiled {ours['programs_compiled']} programs ({ours['programs_compiled_while_measured']} "
-          f"while measured), {ours['sampler_calls']} reply calls, "
+    print(f"cmat_jax ({ours['cache']} KV cache) compiled {ours['programs_compiled']} programs "
+          f"({ours['programs_compiled_while_measured']} while measured), {ours['sampler_calls']} reply calls, "
           f"{ours['segments_per_trajectory']:.2f} segments per trajectory")
     for name, r in (("cmat_jax", ours), ("transformers", peer)):
         if r is not None:
@@ -533,6 +635,9 @@ def share(seconds: float, total_s: float) -> str:
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.workload == "synthetic":
+        synthetic_main(args, argv)
+        return
     if args.peer:
         print(json.dumps(run_peer(args)), flush=True)
         return

@@ -50,3 +50,24 @@ def test_bench_rollout_refuses_bad_input_in_one_line(tmp_path):
     assert proc.returncode == 2 and "--tasks must be >= 1, got 0" in proc.stderr
     proc = run(tmp_path, "--preset", "smollm3", "--no-peer")
     assert proc.returncode == 2 and "smollm2_135m" in proc.stderr
+
+
+def test_bench_rollout_synthetic_workload_runs_on_the_tiny_preset(tmp_path):
+    out = tmp_path / "synthetic.json"
+    proc = run(tmp_path, "--workload", "synthetic", "--batch", "4", "--group-size", "2", "--opening", "16", "--turns",
+               "2", "--max-new-tokens", "3", "--observation", "4", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for row in ("persistent", "reprefill", "transformers", "persistent slots over reprefill", "prefill ms (ids)"):
+        assert row in proc.stdout, proc.stdout
+    result = json.loads(out.read_text())
+    ours, peer = result["cmat_jax"]["4"], result["transformers"]["4"]
+    persistent, reprefill = ours["persistent"], ours["reprefill"]
+    assert persistent["checksum"] == reprefill["checksum"]  # float32: the two cache modes sample the same ids
+    # Turn 1: one opening per task group (2 x 16 ids) against every episode's; turn 2: the last reply id and the
+    # observation (4 x 5) against whole conversations (4 x 23).
+    assert [t["prefill_tokens"] for t in persistent["per_turn"]] == [32, 20]
+    assert [t["prefill_tokens"] for t in reprefill["per_turn"]] == [64, 92]
+    assert persistent["slot_stats"]["shared_tokens"] == 32 and persistent["bytes_per_slot_row"] > 0
+    for side in (persistent, reprefill, peer):
+        assert side["episodes"] == 4 and abs(side["new_tokens_per_s"] * side["total_s"] - 4 * 2 * 3) < 1e-6
+    assert persistent["programs_compiled"] > 0 and persistent["programs_compiled_while_measured"] == 0
