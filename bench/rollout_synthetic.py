@@ -5,12 +5,13 @@ turns, each `new_tokens` sampled ids (temperature 1, no EOS: exactly that many) 
 last turn, by an observation of `observation` random ids of the episode's own. Every side plays the same
 ids (a seeded workload) at the same batch: all `batch` episodes at once.
 
-Sides, each measured on a second rollout after a first one (another key) that compiles or warms up:
+Sides (the JAX ones measured on a second rollout, after a first one with another key compiles them):
 - persistent: the engine's sampler path with persistent slots (SlotSampler: each episode keeps its KV cache
   across turns, a task's opening is prefilled once for its group, only new ids are prefilled);
 - reprefill: the same engine path re-prefilling the whole conversation every turn (Sampler.generate);
 - transformers: a loop that calls `generate` on the whole conversation every turn, at the same batch (SDPA
-  attention, dynamic cache), in its own process, before JAX claims the device.
+  attention, dynamic cache), in its own process, before JAX claims the device; it warms up on one short
+  generate call at the batch's shape, then plays one measured rollout.
 
 Reported: episodes/s, new tokens/s, compiled programs, peak device memory, and per turn the prefill time
 (synchronised after the prefill; for slots: repack, shared and appended blocks), the decode time and the ids
@@ -163,10 +164,16 @@ def run_peer(hf_model, workload: Workload, seed: int) -> dict:
             per_turn.append(dict(turn_s=time.perf_counter() - turn_start, prompt_tokens=int(ids.numel())))
         return time.perf_counter() - start, replies, per_turn
 
-    first_s, _, _ = rollout(seed + 1)
+    # Warm-up (CUDA context, kernels, allocator): one short generate call at the batch's shape, not measured.
+    start = time.perf_counter()
+    with torch.no_grad():
+        opening = torch.tensor(workload.openings(), device=device)
+        hf_model.generate(opening, attention_mask=torch.ones_like(opening), do_sample=True, max_new_tokens=8,
+                          min_new_tokens=8, pad_token_id=0)
+    warmup_s = time.perf_counter() - start
     total_s, replies, per_turn = rollout(seed)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
-    return summary(workload, total_s, per_turn, replies, warmup_s=first_s - total_s, peak_memory_gib=peak)
+    return summary(workload, total_s, per_turn, replies, warmup_s=warmup_s, peak_memory_gib=peak)
 
 
 # -- report ----------------------------------------------------------------------------------

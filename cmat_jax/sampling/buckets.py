@@ -10,6 +10,12 @@ def next_power_of_two(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
+def next_half_power_of_two(n: int) -> int:
+    """The smallest of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (powers of two and 1.5 times them) that is >= n."""
+    power = next_power_of_two(n)
+    return power * 3 // 4 if power >= 4 and power * 3 // 4 >= n else power
+
+
 def check_buckets(buckets: Optional[Sequence[int]], name: str) -> Optional[tuple[int, ...]]:
     """Validates a configured bucket list; returns it sorted (None = powers of two)."""
     if buckets is None:

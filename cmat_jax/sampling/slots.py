@@ -24,9 +24,9 @@ Exactness: a kept slot holds the keys and values that a full prefill computes fo
 tokens and log-probs equal a re-prefill's up to floating-point summation order (the tests hold greedy
 tokens equal and log-probs within 1e-4 at float32).
 
-Shapes are buckets: rows (the sampler's batch buckets), cache slots (powers of two, at least
-`min_cache_slots`), shared and appended block lengths (the sampler's prompt buckets), the group size
-(powers of two). Programs are counted in the sampler's `trace_counts` (keys `slot_*`, and `decode`).
+Shapes are buckets: rows (the sampler's batch buckets), cache slots (powers of two and 1.5 times them, at
+least `min_cache_slots`: decoding reads every slot, so the finer steps save reads), shared and appended
+block lengths (the sampler's prompt buckets), the group size (powers of two). Programs are counted in the sampler's `trace_counts` (keys `slot_*`, and `decode`).
 
 Memory of one row of S slots: 2 * L * S * K * H * bytes(cache dtype) for keys and values, plus 4 * S bytes of
 segment ids (`bytes_per_row`). The cache lives from a session's first call to `clear()`.
@@ -251,7 +251,7 @@ class SlotSampler:
 
     def _cache_slots(self, need: int, rows: int) -> int:
         """Cache length for a call needing `need` slots: a bucket, never shrinking while the rows stay."""
-        slots = max(self.min_cache_slots, bucket_lib.next_power_of_two(need))
+        slots = max(self.min_cache_slots, bucket_lib.next_half_power_of_two(need))
         if self._cache is not None and self.cache_shape[0] == rows:
             slots = max(slots, self.cache_shape[1])  # the same shape repacks in place and compiles nothing new
         limit = self.sampler.model_cfg.context_limit
