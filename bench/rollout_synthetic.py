@@ -151,6 +151,7 @@ def run_peer(hf_model, workload: Workload, seed: int) -> dict:
         torch.cuda.synchronize() if device.type == "cuda" else None
         start = time.perf_counter()
         for turn in range(workload.turns):
+            prompt_tokens = int(ids.numel())
             turn_start = time.perf_counter()
             with torch.no_grad():
                 out = hf_model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0,
@@ -161,7 +162,7 @@ def run_peer(hf_model, workload: Workload, seed: int) -> dict:
             observations = torch.tensor([workload.observation_ids(e, turn) for e in range(workload.batch)],
                                         device=device, dtype=ids.dtype).reshape(workload.batch, -1)
             ids = torch.cat([out, observations], dim=1)
-            per_turn.append(dict(turn_s=time.perf_counter() - turn_start, prompt_tokens=int(ids.numel())))
+            per_turn.append(dict(turn_s=time.perf_counter() - turn_start, prompt_tokens=prompt_tokens))
         return time.perf_counter() - start, replies, per_turn
 
     # Warm-up (CUDA context, kernels, allocator): one short generate call at the batch's shape, not measured.
