@@ -19,7 +19,7 @@ The config section `distributed` (training/config.py) decides whether to start i
   initialization_timeout_s
 
 What the rest of the code asks of this module:
-- `process_rows(sharding, rows)`: the block of a [rows, ...] batch whose shards
+- `process_rows(sharding, rows)`: the rows of a [rows, ...] batch whose shards
   live on this process's devices (a process builds only those rows);
 - `host_values(tree)`: arrays as numpy on every process, gathering those whose
   shards span other processes (sampler outputs);
@@ -155,21 +155,15 @@ def is_main() -> bool:
 # -- what each process holds ---------------------------------------------------
 
 
-def process_rows(sharding: jax.sharding.Sharding, rows: int, ndim: int = 2) -> tuple[int, int]:
-    """[start, stop): the rows of a [rows, ...] array with `sharding` that this process's devices hold.
-
-    Raises ValueError when they are not one block (a mesh whose device order interleaves processes).
-    """
+def process_rows(sharding: jax.sharding.Sharding, rows: int, ndim: int = 2) -> tuple[int, ...]:
+    """The rows of a [rows, ...] array with `sharding` that this process's devices hold, increasing: what
+    this process loads for `jax.make_array_from_process_local_data` (usually one block; a mesh whose device
+    order alternates between hosts gives several)."""
     shape = (rows,) + (1,) * (ndim - 1)
-    spans = sorted({index[0].indices(rows)[:2] for index in sharding.addressable_devices_indices_map(shape).values()})
-    start, stop = spans[0]
-    for a, b in spans[1:]:
-        if a > stop:
-            raise ValueError(f"process {jax.process_index()} holds rows {spans} of the {rows}-row batch, which "
-                             "are not one block; build the mesh over jax.devices() in their order (training/"
-                             "build.py make_mesh)")
-        stop = max(stop, b)
-    return start, stop
+    held = set()
+    for index in sharding.addressable_devices_indices_map(shape).values():
+        held.update(range(*index[0].indices(rows)))
+    return tuple(sorted(held))
 
 
 def check_process_share(rows: int, field: str) -> None:

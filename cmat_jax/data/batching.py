@@ -28,8 +28,9 @@ The iterator is infinite. Its state is the stream position of the next
 example, written as {"epoch", "index"} (plus a fingerprint of the settings);
 `restore(state)` makes it yield exactly the batches that followed that state.
 
-Rows of one process. In a run of several processes each builds only its block
-of rows, `rows=(start, stop)`, of the global batch. Every process walks the same
+Rows of one process. In a run of several processes each builds only the rows of
+the global batch that its devices hold, `rows` (increasing row indices, usually
+one block). Every process walks the same
 global stream and makes the same packing decisions (they need the token count
 of every example of the batch), and fills only its own rows; the state stays the
 global stream position, so a run resumes on any number of processes.
@@ -38,7 +39,7 @@ global stream position, so a run resumes on any number of processes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -161,12 +162,13 @@ class PackedBatch:
     """
 
     def __init__(self, rows: int, seq_len: int, pad_id: int = 0, extra_keys: tuple[str, ...] = (),
-                 owned: tuple[int, int] | None = None):
-        """`owned` (start, stop): the rows held in `arrays` (default all); the others are only counted."""
+                 owned: Sequence[int] | None = None):
+        """`owned`: the rows held in `arrays`, in this order (default all); the others are only counted."""
         self.seq_len = seq_len
         self.extra_keys = tuple(extra_keys)
         self.owned = check_rows(owned, rows)
-        self.arrays = _empty_batch(self.owned[1] - self.owned[0], seq_len, pad_id, self.extra_keys)
+        self._slot = {row: slot for slot, row in enumerate(self.owned)}
+        self.arrays = _empty_batch(len(self.owned), seq_len, pad_id, self.extra_keys)
         self._used = [0] * rows
         self._segments = [0] * rows
 
@@ -182,21 +184,21 @@ class PackedBatch:
         if row is None:
             return False
         self._segments[row] += 1
-        start, stop = self.owned
-        if start <= row < stop:
-            _place(self.arrays, row - start, self._used[row], self._segments[row], example)
+        if row in self._slot:
+            _place(self.arrays, self._slot[row], self._used[row], self._segments[row], example)
         self._used[row] += len(example)
         return True
 
 
-def check_rows(rows: tuple[int, int] | None, batch_size: int) -> tuple[int, int]:
-    """A block [start, stop) of a batch's rows; None means all of them."""
+def check_rows(rows: Sequence[int] | None, batch_size: int) -> tuple[int, ...]:
+    """Increasing indices of some of a batch's rows (at least one); None means all of them."""
     if rows is None:
-        return 0, batch_size
-    start, stop = (int(r) for r in rows)
-    if not 0 <= start < stop <= batch_size:
-        raise ValueError(f"rows [{start}, {stop}) are not a non-empty block of the batch's {batch_size} rows")
-    return start, stop
+        return tuple(range(batch_size))
+    rows = tuple(int(r) for r in rows)
+    if not rows or any(b <= a for a, b in zip(rows, rows[1:])) or rows[0] < 0 or rows[-1] >= batch_size:
+        raise ValueError(f"rows {list(rows)} are not increasing indices of the batch's {batch_size} rows "
+                         "(at least one)")
+    return rows
 
 
 class SftBatches:
@@ -209,9 +211,9 @@ class SftBatches:
         examples_per_epoch: int,
         max_skipped_in_a_row: int,
         fingerprint: str = "",
-        rows: tuple[int, int] | None = None,
+        rows: Sequence[int] | None = None,
     ):
-        """`rows` (start, stop): the block of each batch's rows this iterator yields (default all)."""
+        """`rows`: the (increasing) indices of each batch's rows this iterator yields (default all)."""
         if examples_per_epoch < 1:
             raise ValueError(f"examples_per_epoch must be >= 1, found {examples_per_epoch}")
         self._examples = examples
@@ -296,8 +298,7 @@ class SftBatches:
         examples = [self._take() for _ in range(spec.batch_size)]
         longest = max(len(e) for e in examples)
         length = next(b for b in spec.buckets if b >= longest)
-        start, stop = self.rows
-        batch = _empty_batch(stop - start, length, spec.pad_id)
-        for row, example in enumerate(examples[start:stop]):
-            _place(batch, row, 0, 1, example)
+        batch = _empty_batch(len(self.rows), length, spec.pad_id)
+        for slot, row in enumerate(self.rows):
+            _place(batch, slot, 0, 1, examples[row])
         return batch

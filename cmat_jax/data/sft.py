@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -51,13 +52,13 @@ def make_sft_batches(
     overlong: str = "truncate",
     bucket_lengths: tuple[int, ...] | None = None,
     split: str = "train",
-    rows: tuple[int, int] | None = None,
+    rows: Sequence[int] | None = None,
 ) -> SftBatches:
     """An infinite, resumable iterator of SFT batches.
 
     agent_source / general_source: JSONL files or TFDS directories (tools/build_tfds.py).
     agent_fraction: share of examples drawn from the agent source (1.0 without a general source).
-    rows: (start, stop), the block of each batch's rows to yield (one process's share); default all.
+    rows: the (increasing) indices of each batch's rows to yield (one process's share); default all.
     """
     sources = [open_conversations(agent_source, split)]
     if general_source is not None:

@@ -99,7 +99,7 @@ def tokenizer_path(config):
 
 
 def build_batches(config, tokenizer, rows=None):
-    """The SFT batches of `config.data`; `rows` (start, stop): the block of each batch this process builds."""
+    """The SFT batches of `config.data`; `rows`: the indices of each batch's rows this process builds."""
     from cmat_jax.data import make_sft_batches
 
     d = config.data

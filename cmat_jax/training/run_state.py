@@ -259,8 +259,8 @@ class RunState:
             self.frozen, self.adapters[role], self.opt_states[role], batch, jnp.int32(step))
         return metrics
 
-    def process_rows(self, rows: int) -> tuple[int, int]:
-        """[start, stop): the rows of a `rows`-row batch that this process's devices hold."""
+    def process_rows(self, rows: int) -> tuple[int, ...]:
+        """The rows of a `rows`-row batch that this process's devices hold (increasing)."""
         return distributed.process_rows(self.batch_sharding, rows)
 
     def put_batch(self, batch: dict, *, keys: Sequence[str] = BATCH_KEYS, rows: Optional[int] = None,
@@ -274,8 +274,8 @@ class RunState:
         if local:
             if rows is None:
                 raise ValueError("put_batch(local=True) needs rows, the global batch's row count")
-            begin, stop = self.process_rows(rows)
-            expected, rows_field = stop - begin, f"process {jax.process_index()}'s rows [{begin}, {stop}) of {rows_field}"
+            held = self.process_rows(rows)
+            expected, rows_field = len(held), f"process {jax.process_index()}'s share of {rows_field}"
         missing = [k for k in keys if k not in batch]
         if missing:
             raise KeyError(f"the batch lacks {missing}; a batch holds {', '.join(keys)}")

@@ -70,4 +70,4 @@ def test_one_process_helpers_are_the_single_process_behaviour():
     distributed.check_agreement("anything", object())
     mesh = jax.sharding.Mesh(jax.devices()[:1], ("data",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    assert distributed.process_rows(sharding, 6) == (0, 6)
+    assert distributed.process_rows(sharding, 6) == (0, 1, 2, 3, 4, 5)

@@ -1,0 +1,146 @@
+"""Run as `python -m tests.distributed.multiprocess_check PHASE TMP` by test_multiprocess.py: one process of 8
+CPU devices (phases 'reference' and 'resume'), or each of 2 processes x 4 devices started by
+`tools/tpu_vm.py local` (phase 'two'). Each process writes what it measured to TMP/PHASE.<process>.json.
+
+reference: SFT steps 1..6 (checkpoints every 2 steps); a run killed after its checkpoint 2 (workdir
+           'k1'); one CMAT iteration.
+two:       the same SFT steps; 'k1' (written by 1 process) resumed; a run killed after checkpoint 2
+           ('k2', written by 2 processes); the same CMAT iteration; which files each process wrote.
+resume:    'k2' resumed by 1 process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from cmat_jax import distributed
+from cmat_jax.training.config import default_config
+
+SFT_STEPS = 6
+KILLED_AT = 3  # the batch that never comes: checkpoint 2 is the last one
+
+
+def sft_config(tmp: str, name: str, **overrides):
+    from tests.training.common import tiny_config
+
+    settings = {"data.batch_size": 16, "train.microbatches": 2, "train.loss_chunk_size": 24,
+                "train.steps": SFT_STEPS, "checkpoint.every": 2, "checkpoint.keep": 10}
+    settings.update(overrides)
+    return tiny_config(os.path.join(tmp, name), os.path.join(tmp, "data"), **settings)
+
+
+def cmat_config(tmp: str, name: str):
+    """configs/cmat_tiny.py with a short warm start, one iteration, few tasks."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cmat_tiny", os.path.join(os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))), "configs", "cmat_tiny.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    c.workdir = os.path.join(tmp, name)
+    c.train.steps = 20  # enough for some replies DBBench can read, so the update has groups with signal
+    c.train.learning_rate = 2e-2
+    c.data.seq_len = 256  # one demonstration (~210 tokens) per row
+    c.tasks.train_count = 16
+    c.tasks.eval_count = 2
+    c.rollout.tasks_per_iteration = 2
+    c.rollout.group_size = 4
+    c.rollout.max_new_tokens = 48
+    c.rollout.max_rounds = 3
+    c.rl.iterations = 1
+    c.rl.eval_every = 100
+    c.rl.measure_kl = False
+    c.checkpoint.async_save = False
+    return c
+
+
+def train(config, kill_at=None) -> list[float]:
+    from cmat_jax.training.trainer import Trainer
+    from tests.training.common import KilledAt
+
+    trainer = Trainer(config)
+    if kill_at is not None:
+        trainer.batches = KilledAt(trainer.batches, kill_at)
+    try:
+        return [h["loss"] for h in trainer.train()]
+    except KeyboardInterrupt:
+        return []
+    finally:
+        trainer.close()
+
+
+def resume(tmp: str, name: str) -> dict:
+    from cmat_jax.training.trainer import Trainer
+
+    trainer = Trainer(sft_config(tmp, name, resume=True))
+    try:
+        return {"restored_at": trainer.step, "losses": [h["loss"] for h in trainer.train()]}
+    finally:
+        trainer.close()
+
+
+def cmat(tmp: str, name: str) -> list[dict]:
+    from cmat_jax.rl.loop import run_cmat, without_timings
+
+    return without_timings(run_cmat(cmat_config(tmp, name)))
+
+
+def files(tmp: str, name: str) -> dict:
+    workdir = os.path.join(tmp, name)
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        steps = [json.loads(line)["step"] for line in f]
+    return {"metric_steps": steps, "event_files": len(os.listdir(os.path.join(workdir, "tensorboard"))),
+            "checkpoints": sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())}
+
+
+def interleaved_rows() -> bool:
+    """On a mesh whose device order alternates between the processes, each process's rows (not one block)
+    still build the global batch."""
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    from cmat_jax import sharding as sharding_lib
+
+    by_process = [[d for d in jax.devices() if d.process_index == p] for p in range(jax.process_count())]
+    devices = [d for group in zip(*by_process) for d in group]
+    mesh = sharding_lib.make_mesh(1, 8, 1, devices=devices)  # the rows of consecutive devices alternate
+    batch_sharding = sharding_lib.batch_sharding(mesh, 2)
+    full = np.arange(16 * 3, dtype=np.int32).reshape(16, 3)
+    rows = distributed.process_rows(batch_sharding, 16)
+    placed = jax.make_array_from_process_local_data(batch_sharding, full[list(rows)], full.shape)
+    blocks = len([r for i, r in enumerate(rows) if i == 0 or rows[i - 1] != r - 1])
+    return blocks > 1 and bool(np.array_equal(multihost_utils.process_allgather(placed, tiled=True), full))
+
+
+def main(phase: str, tmp: str) -> None:
+    distributed.initialize(default_config().distributed)  # tools/tpu_vm.py local's settings, if any
+    import jax
+
+    assert jax.device_count() == 8, f"expected 8 devices in all, found {jax.device_count()}"
+    out = {"processes": jax.process_count()}
+    if phase == "reference":
+        out["sft"] = train(sft_config(tmp, "ref"))
+        train(sft_config(tmp, "k1"), kill_at=KILLED_AT)
+        out["cmat"] = cmat(tmp, "cmat_one")
+    elif phase == "two":
+        out["interleaved_rows"] = interleaved_rows()
+        out["sft"] = train(sft_config(tmp, "two"))
+        out["files"] = files(tmp, "two")
+        out["resumed_k1"] = resume(tmp, "k1")
+        train(sft_config(tmp, "k2"), kill_at=KILLED_AT)
+        out["cmat"] = cmat(tmp, "cmat_two")
+        out["cmat_files"] = files(tmp, "cmat_two")
+    elif phase == "resume":
+        out["resumed_k2"] = resume(tmp, "k2")
+    else:
+        raise SystemExit(f"unknown phase {phase!r}")
+    with open(os.path.join(tmp, f"{phase}.{jax.process_index()}.json"), "w", encoding="utf-8") as f:
+        json.dump(out, f)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
