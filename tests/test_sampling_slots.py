@@ -131,10 +131,11 @@ def test_a_multi_turn_session_compiles_a_bounded_number_of_programs(model):
     session(0)
     # One row bucket, one cache bucket (256 slots), one new-token bucket (16), one appended-block bucket (16),
     # one policy shape: a program each for the first cache, the repack, the first token after shared prefills
-    # only (the first call), the appended block (with its first token) and the decode loop; the shared prefill
-    # once per group-count bucket (5 tasks at the start, 1 refill later).
+    # only (the first call) and the decode loop; the appended block (with its first token) alone and after a
+    # shared prefill in the same call (the refill); the shared prefill once per group-count bucket (5 tasks at
+    # the start, 1 refill later).
     counts = dict(sampler.trace_counts)
-    assert counts == {"slot_init": 1, "slot_repack": 1, "slot_shared": 2, "slot_append": 1, "slot_begin": 1,
+    assert counts == {"slot_init": 1, "slot_repack": 1, "slot_shared": 2, "slot_append": 2, "slot_begin": 1,
                       "decode": 1}, counts
     session(1)
     assert dict(sampler.trace_counts) == counts  # another session with other lengths: nothing new

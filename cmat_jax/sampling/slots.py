@@ -169,19 +169,18 @@ class SlotSampler:
         timer = PhaseTimer(sampler)
         with activation_sharding(sampler.mesh):
             cache = self._repacked(slot_programs, plan, slots)
-            logits_bv = jnp.zeros((plan.rows, sampler.model_cfg.vocab_size), jnp.float32)
+            logits_bv = None  # made on device by the first program that writes logits (no host array)
             if plan.groups:
-                cache, logits_bv = slot_programs.shared(call.state, cache, logits_bv,
-                                                        *self._shared_inputs(plan, shared_t))
+                cache, logits_bv = slot_programs.shared(call.state, cache, *self._shared_inputs(plan, shared_t))
             next_pos_b = np.zeros((plan.rows,), np.int32)
             next_pos_b[:n] = [len(p) for p in call.prompts]
             first = (next_pos_b, np.arange(plan.rows) < n, pad_row_keys(call.row_keys, plan.rows), *policy)
             if plan.suffix:
                 ds = slot_programs.append(call.state, cache, logits_bv, *self._append_inputs(plan, append_t),
-                                          jnp.asarray(start, jnp.int32), *first, new_bucket=new_bucket,
+                                          np.asarray(start, np.int32), *first, new_bucket=new_bucket,
                                           mode=params.mode)
             else:
-                ds = slot_programs.begin(cache, logits_bv, jnp.asarray(start, jnp.int32), *first,
+                ds = slot_programs.begin(cache, logits_bv, np.asarray(start, np.int32), *first,
                                          new_bucket=new_bucket, mode=params.mode)
             timer.prefilled(ds, n, prefilled, slots)
             ds, stop_at = sampler.decode(programs, call.state, ds, n, max_new, params, policy, call.stops,
@@ -317,10 +316,12 @@ class SlotSampler:
             return KVCache(move(cache.k_lbskh), move(cache.v_lbskh), kept_rs.astype(jnp.int32),
                            jnp.zeros((), jnp.int32))
 
-        def shared(state, cache: KVCache, logits_bv, tokens_ut, lengths_u, members_gu):
-            """Prefills one row per group from scratch; copies its block (slots [0, t)) and logits to its members."""
+        def shared(state, cache: KVCache, tokens_ut, lengths_u, members_gu):
+            """Prefills one row per group from scratch; copies its block (slots [0, t)) and its last logits to
+            its members' rows (the logits of other rows are 0)."""
             counts["slot_shared"] += 1
             u, t = tokens_ut.shape
+            logits_bv = jnp.zeros((cache.segment_ids_bs.shape[0], model_cfg.vocab_size), jnp.float32)
             segments_ut, positions_ut = left_padding(lengths_u, t)
             block = KVCache.init(model_cfg, u, t, cache_dtype)
             logits_uv, block = model_forward(graphdef, state, tokens_ut, positions_ut, segments_ut, block,
@@ -346,12 +347,14 @@ class SlotSampler:
         def append(state, cache: KVCache, logits_bv, tokens_bt, positions_bt, segments_bt, start, next_pos_b,
                    active_b, row_keys_b, temperature, top_k, top_p, eos_e, max_new, *, new_bucket: int,
                    mode: PolicyMode) -> DecodeState:
-            """Runs each row's new ids at slots [start, start + t) (rows without any keep their logits), then
-            draws the first tokens as `begin` does."""
+            """Runs each row's new ids at slots [start, start + t), then draws the first tokens as `begin` does;
+            rows without new ids take theirs from `logits_bv` (the shared prefill's; None when there was none)."""
             counts["slot_append"] += 1
             new_bv, cache = model_forward(graphdef, state, tokens_bt, positions_bt, segments_bt,
                                           dataclasses.replace(cache, end_index=start), use_lora=use_lora)
-            logits_bv = jnp.where((segments_bt[:, -1] != 0)[:, None], new_bv, logits_bv)
+            if logits_bv is not None:
+                new_bv = jnp.where((segments_bt[:, -1] != 0)[:, None], new_bv, logits_bv)
+            logits_bv = new_bv
             ds = initial_state(cache, new_bucket, next_pos_b, active_b, row_keys_b, pad_id)
             return sample_step(ds, logits_bv, temperature, top_k, top_p, eos_e, max_new, mode, pad_id)
 
@@ -360,7 +363,7 @@ class SlotSampler:
             init=jax.jit(init, static_argnames=("rows", "slots")),
             repack=jax.jit(repack, static_argnames=("slots",), donate_argnames=("cache",)),
             resize=jax.jit(repack, static_argnames=("slots",)),
-            shared=jax.jit(shared, donate_argnames=("cache", "logits_bv")),
+            shared=jax.jit(shared, donate_argnames=("cache",)),
             append=jax.jit(append, static_argnames=("new_bucket", "mode"), donate_argnames=("cache",)),
             begin=jax.jit(begin, static_argnames=("new_bucket", "mode"), donate_argnames=("cache",)),
         )

@@ -121,7 +121,8 @@ def test_programs_stay_few_and_a_second_rollout_compiles_nothing(runs, dev_tasks
     assert 1 <= len(shapes) <= 2, shapes
     assert counts["slot_init"] == 1 and counts["slot_repack"] <= 2 * len(shapes)
     assert max(counts.get(k, 0) for k in ("slot_shared", "slot_begin")) <= len(shapes)
-    assert counts["slot_append"] <= 3 * len(shapes)  # appended blocks of 16, 32 and 64 ids
+    # Appended blocks of 16, 32 or 64 ids, alone or after a shared prefill in the same call (a refill).
+    assert counts["slot_append"] <= 2 * 3 * len(shapes)
     assert counts["decode"] <= len(shapes) + counts["prefill"], counts
     tasks = dev_tasks[:3]
     assistant.turns.clear()
