@@ -12,8 +12,8 @@ call names, for every request, its context and its full prompt. The plan says, p
   share one prefill.
 
 A new context takes the released row whose retained ids share the longest prefix with its prompt (a retry
-of the same task finds its instructions there), else an empty row. Released rows not taken by this call
-are dropped. Every call lays the rows out anew: the call's requests in request order, then the rows of
+of the same task finds its instructions there); when none shares any, it is prefilled from scratch.
+Released rows not taken by this call are dropped. Every call lays the rows out anew: the call's requests in request order, then the rows of
 contexts held but not asked for in this call; the device repacks the cache into that layout. The number of
 rows is a bucket that grows with the contexts held and does not shrink until `clear()`.
 
