@@ -1,5 +1,16 @@
-"""Rollout benchmark: DBBench episodes/s and new tokens/s of the batched rollout engine,
-against a transformers loop that generates one episode turn at a time.
+"""Rollout benchmark: episodes/s and new tokens/s of the batched rollout engine against transformers.
+
+Two workloads. `--workload synthetic`: fixed-shape multi-turn episodes (--opening ids shared by the
+--group-size samples of a task, --turns turns of --max-new-tokens sampled ids, --observation ids after
+each), at every --batch, with the engine's sampler path keeping each episode's KV cache across turns
+(persistent slots), the same path re-prefilling every turn, and a transformers loop calling `generate`
+every turn; per-turn prefill and decode times (bench/rollout_synthetic.py). `--workload dbbench` (the
+default, below): DBBench episodes through the whole engine against a transformers loop that generates one
+episode turn at a time.
+
+  python bench/bench_rollout.py --workload synthetic --preset smollm2_135m --batch 64,256
+  python bench/bench_rollout.py --workload synthetic --preset tiny --dtype float32 --batch 4 --opening 16 \
+      --turns 2 --max-new-tokens 3 --observation 4 --group-size 2   # CPU smoke
 
 Workload: the packaged DBBench dev tasks (first --tasks of them, --group-size
 samples each), a model of a preset's shape with random weights, sampling at
@@ -27,8 +38,9 @@ max_rounds + 1 Assistant turns, the same on both sides. --free-format drops the
 header (episodes end where the model's text does).
 
 cmat_jax side: `RolloutEngine` with `ModelReplies` (one sampler call per role
-per turn over every live episode, token ids kept across turns). One full
-rollout with another key warms the compiled programs; the next is measured.
+per turn over every live episode, token ids kept across turns; --cache picks
+the KV cache mode, persistent slots by default). One full rollout with another
+key warms the compiled programs; the next is measured.
 
 Peer: the loop an AgentBench-style tool runs with transformers: per episode and
 turn, the whole conversation is rendered with the chat template, tokenized and
