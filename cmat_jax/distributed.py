@@ -34,10 +34,12 @@ With one process every one of these is the single-process behaviour.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from typing import Any, Callable, Mapping, Optional
 
@@ -240,6 +242,7 @@ def scratch_dir() -> str:
     global _SCRATCH
     if _SCRATCH is None:
         _SCRATCH = tempfile.mkdtemp(prefix=f"cmat_process{jax.process_index()}_")
+        atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
     return _SCRATCH
 
 

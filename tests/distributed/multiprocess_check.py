@@ -3,16 +3,18 @@ CPU devices (phases 'reference' and 'resume'), or each of 2 processes x 4 device
 `tools/tpu_vm.py local` (phase 'two'). Each process writes what it measured to TMP/PHASE.<process>.json.
 
 reference: SFT steps 1..6 (checkpoints every 2 steps); a run killed after its checkpoint 2 (workdir
-           'k1'); one CMAT iteration.
+           'k1'); a CMAT run (warm start, one iteration), copied to 'cmat_two' as it was after the warm start.
 two:       the same SFT steps; 'k1' (written by 1 process) resumed; a run killed after checkpoint 2
-           ('k2', written by 2 processes); the same CMAT iteration; which files each process wrote.
-resume:    'k2' resumed by 1 process.
+           ('k2', written by 2 processes to its own checkpoint.directory); 'cmat_two' resumed: the same
+           CMAT iteration; which files each process wrote.
+resume:    'k2' resumed by 1 process; its model loaded as export loads it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
 from cmat_jax import distributed
@@ -27,6 +29,8 @@ def sft_config(tmp: str, name: str, **overrides):
 
     settings = {"data.batch_size": 16, "train.microbatches": 2, "train.loss_chunk_size": 24,
                 "train.steps": SFT_STEPS, "checkpoint.every": 2, "checkpoint.keep": 10}
+    if name == "k2":  # checkpoints on "shared storage" outside the workdir
+        settings["checkpoint.directory"] = os.path.join(tmp, "shared", "k2_checkpoints")
     settings.update(overrides)
     return tiny_config(os.path.join(tmp, name), os.path.join(tmp, "data"), **settings)
 
@@ -82,10 +86,22 @@ def resume(tmp: str, name: str) -> dict:
         trainer.close()
 
 
-def cmat(tmp: str, name: str) -> list[dict]:
+def cmat(tmp: str, name: str, resume: bool = False) -> list[dict]:
     from cmat_jax.rl.loop import run_cmat, without_timings
 
-    return without_timings(run_cmat(cmat_config(tmp, name)))
+    config = cmat_config(tmp, name)
+    config.resume = resume
+    return without_timings(run_cmat(config))
+
+
+def copy_after_warm_start(tmp: str, source: str, target: str) -> None:
+    """`target`: the run `source` as it was when its warm start's checkpoint was written."""
+    shutil.copytree(os.path.join(tmp, source), os.path.join(tmp, target))
+    warm_start = cmat_config(tmp, source).train.steps
+    checkpoints = os.path.join(tmp, target, "checkpoints")
+    for name in os.listdir(checkpoints):
+        if name.isdigit() and int(name) > warm_start:
+            shutil.rmtree(os.path.join(checkpoints, name))
 
 
 def files(tmp: str, name: str) -> dict:
@@ -126,16 +142,23 @@ def main(phase: str, tmp: str) -> None:
         out["sft"] = train(sft_config(tmp, "ref"))
         train(sft_config(tmp, "k1"), kill_at=KILLED_AT)
         out["cmat"] = cmat(tmp, "cmat_one")
+        copy_after_warm_start(tmp, "cmat_one", "cmat_two")
     elif phase == "two":
         out["interleaved_rows"] = interleaved_rows()
         out["sft"] = train(sft_config(tmp, "two"))
         out["files"] = files(tmp, "two")
         out["resumed_k1"] = resume(tmp, "k1")
         train(sft_config(tmp, "k2"), kill_at=KILLED_AT)
-        out["cmat"] = cmat(tmp, "cmat_two")
+        out["cmat"] = cmat(tmp, "cmat_two", resume=True)
         out["cmat_files"] = files(tmp, "cmat_two")
     elif phase == "resume":
+        from cmat_jax.training.workdir import load_trained_model, saved_roles
+
         out["resumed_k2"] = resume(tmp, "k2")
+        workdir = os.path.join(tmp, "k2")
+        out["k2_export"] = {"roles": saved_roles(workdir), "step": load_trained_model(workdir)[2],
+                            "checkpoints": sorted(os.listdir(os.path.join(tmp, "shared", "k2_checkpoints"))),
+                            "workdir": sorted(os.listdir(workdir))}
     else:
         raise SystemExit(f"unknown phase {phase!r}")
     with open(os.path.join(tmp, f"{phase}.{jax.process_index()}.json"), "w", encoding="utf-8") as f:

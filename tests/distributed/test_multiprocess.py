@@ -1,5 +1,6 @@
 """Two processes x 4 CPU devices (tools/tpu_vm.py local, gloo collectives) equal one process of 8 devices:
-SFT losses, one CMAT iteration's metrics, and checkpoints written by 2 processes resumed by 1 and the reverse.
+SFT losses, one CMAT iteration's metrics (resumed by 2 processes from the 1-process run's warm-start
+checkpoint), and checkpoints written by 2 processes resumed by 1 and the reverse.
 
 Each phase runs in subprocesses (jax reads its device and process settings once, at start-up), under a
 timeout: a process that fails stops the others (the launcher), and a hang fails the test.
@@ -82,16 +83,20 @@ def test_two_processes_equal_one_and_checkpoints_move_between_process_counts(tmp
         assert _close(out["sft"], ref_losses), (out["sft"], ref_losses)
         # (c) 1 -> 2: a checkpoint written by one process, resumed by two, continues to the same losses.
         assert out["resumed_k1"]["restored_at"] == 2 and _close(out["resumed_k1"]["losses"], ref_losses[2:])
-        # (b) one CMAT iteration: the same records (every metric but wall-clock times).
-        assert _close(out["cmat"], reference["cmat"]), (out["cmat"], reference["cmat"])
-    # (c) 2 -> 1.
+        # (b) one CMAT iteration after the same warm start: the same records (every metric but wall-clock times).
+        assert [r["phase"] for r in out["cmat"]] == ["rl", "eval"]
+        assert _close(out["cmat"], reference["cmat"][-2:]), (out["cmat"], reference["cmat"])
+    # (c) 2 -> 1, from checkpoint.directory (storage outside the workdir); export finds the checkpoints there.
     assert resumed["resumed_k2"]["restored_at"] == 2 and _close(resumed["resumed_k2"]["losses"], ref_losses[2:])
+    export = resumed["k2_export"]
+    assert export["roles"] == ["assistant"] and export["step"] == 6 and export["checkpoints"] == ["2", "4", "6"]
+    assert "checkpoints" not in export["workdir"]
 
     # Process 0 alone writes metrics and TensorBoard events; every process took part in the checkpoints.
     files = two[0]["files"]
     assert files["metric_steps"] == [1, 2, 3, 4, 5, 6] and files["event_files"] == 1
     assert files["checkpoints"] == [2, 4, 6]
-    assert two[0]["cmat_files"]["event_files"] == 1
+    assert two[0]["cmat_files"]["event_files"] == 2  # the 1-process run's, and process 0's after the resume
 
     # The comparison means something: the CMAT iteration trained on some tokens.
     rl = [r for r in reference["cmat"] if r["phase"] == "rl"]

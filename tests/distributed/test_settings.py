@@ -1,5 +1,7 @@
 """The `distributed` settings: when to start several processes, and one-line refusals of what cannot work."""
 
+import os
+
 import jax
 import pytest
 
@@ -72,3 +74,10 @@ def test_one_process_helpers_are_the_single_process_behaviour():
     mesh = jax.sharding.Mesh(jax.devices()[:1], ("data",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     assert distributed.process_rows(sharding, 6) == (0, 1, 2, 3, 4, 5)
+
+
+def test_checkpoint_paths_keep_uris():
+    from cmat_jax.training.checkpoint import checkpoint_path
+
+    assert checkpoint_path("gs://bucket/run/ckpts") == "gs://bucket/run/ckpts"
+    assert checkpoint_path("rel/dir") == os.path.abspath("rel/dir")
