@@ -69,6 +69,8 @@ CACHE_MODES = ("persistent", "reprefill")
 _ROLE_STREAMS = {ASSISTANT_ROLE: 0, CHECKER_ROLE: 1, REFLECTION_ROLE: 2}
 
 
+MAX_OPEN_EPISODES = 512  # episodes of one trial started (databases opened) at a time
+
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
     assistant: SamplingSettings = SamplingSettings(max_new_tokens=256)
@@ -187,9 +189,14 @@ class RolloutEngine:
         self._clear_contexts()  # cached keys and values of earlier weights are stale
         try:
             for trial in range(self.config.trials):
-                episodes = [self._start(slot, index, task, sample, trial, group_size, key, memory, user)
-                            for slot, (index, task, sample) in enumerate(pending)]
-                self._play(episodes, weights)
+                episodes = []
+                # Each open episode holds an in-memory database, and SQLite's heap cap is process-wide.
+                for first in range(0, len(pending), MAX_OPEN_EPISODES):
+                    part = pending[first:first + MAX_OPEN_EPISODES]
+                    chunk = [self._start(slot, index, task, sample, trial, group_size, key, memory, user)
+                             for slot, (index, task, sample) in enumerate(part)]
+                    self._play(chunk, weights)
+                    episodes += chunk
                 trajectories += [e.trajectory for e in episodes]
                 failed = [e for e in episodes if not e.trajectory.correct]
                 if trial + 1 == self.config.trials or not failed:

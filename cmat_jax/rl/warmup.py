@@ -22,16 +22,12 @@ from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
 from cmat_jax.envs.sql.tasks import SqlTask
 from cmat_jax.fileio import write_text_atomic
 
-# Episodes played at once: each holds an open in-memory database, and SQLite's heap cap is process-wide.
-CHUNK_TASKS = 256
-
 
 def demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlEnvConfig) -> list[list[Message]]:
     """One conversation per task: the opening, then the oracle's replies and the observations."""
     engine = RolloutEngine(env_config, RolloutConfig(checker="off", assistant=SamplingSettings(1, 0.0)),
                            assistant=ScriptedReplies(lambda: OracleAgent(query_first=True)))
-    trajectories = [trajectory for start in range(0, len(tasks), CHUNK_TASKS)
-                    for trajectory in engine.run(tasks[start:start + CHUNK_TASKS], user=user)]
+    trajectories = engine.run(tasks, user=user)
     failed = [t.task_id for t in trajectories if not t.correct]
     if failed:
         raise ValueError(f"the oracle fails {len(failed)} training task(s) (first: {failed[0]}); their labels or "
