@@ -32,7 +32,8 @@ the start and end of each `run`: it is only valid for the weights of one rollout
 
 Continuous batching: at most `RolloutConfig.slots` episodes (and no more than the
 reply source's `max_contexts`) play at once; when one ends, the next waiting
-episode of the trial takes its place at the next turn. Trials stay in order:
+episode of the trial takes its place at the next turn. A trial's episodes start
+(open their databases) at most MAX_OPEN_EPISODES at a time. Trials stay in order:
 reflections of trial t are written before any retry of trial t starts.
 
 Randomness: an episode's key is derived from the run's key, its task id, sample
