@@ -1,7 +1,6 @@
 """Evaluation with a model agent: the tiny preset end to end with ablations, an SFT run's workdir, a Hugging
 Face directory, refusals."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -13,18 +12,11 @@ from cmat_jax.agents.memory import MEMORY_HEADER, render_memory
 from cmat_jax.agents.trajectory import REFLECTION_ROLE, STATUSES, Trajectory
 from cmat_jax.data.tokenizer import bundled_tokenizer_dir, decode_ids, end_of_turn_ids, load_tokenizer
 from cmat_jax.training.trainer import Trainer
-from tests.envs.sql_helpers import REPO_ROOT
+from tests.repo_configs import config_module
 from tests.training.common import tiny_config
 
 
-def _load_config_module(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-eval_dbbench = _load_config_module("eval_dbbench")
+eval_dbbench = config_module("eval_dbbench")
 
 
 def tiny_eval_config(workdir, **overrides):

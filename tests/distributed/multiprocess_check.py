@@ -37,13 +37,9 @@ def sft_config(tmp: str, name: str, **overrides):
 
 def cmat_config(tmp: str, name: str):
     """configs/cmat_tiny.py with a short warm start, one iteration, few tasks."""
-    import importlib.util
+    from tests.repo_configs import config_module
 
-    spec = importlib.util.spec_from_file_location("cmat_tiny", os.path.join(os.path.dirname(os.path.dirname(
-        os.path.dirname(os.path.abspath(__file__)))), "configs", "cmat_tiny.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = config_module("cmat_tiny").get_config()
     c.workdir = os.path.join(tmp, name)
     c.train.steps = 20  # enough for some replies DBBench can read, so the update has groups with signal
     c.train.learning_rate = 2e-2

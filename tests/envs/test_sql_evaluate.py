@@ -1,6 +1,5 @@
 """The evaluation CLI with the oracle: config, agent registry, refusals, metrics.json, episodes.jsonl and the table."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,10 +12,9 @@ from cmat_jax.agents.trajectory import Trajectory
 from cmat_jax.envs.sql import grading
 from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS
 from tests.envs.sql_helpers import REPO_ROOT, make_record, write_jsonl
+from tests.repo_configs import config_module
 
-_spec = importlib.util.spec_from_file_location("eval_dbbench", os.path.join(REPO_ROOT, "configs", "eval_dbbench.py"))
-eval_dbbench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(eval_dbbench)
+eval_dbbench = config_module("eval_dbbench")
 
 
 def _tasks_file(tmp_path):

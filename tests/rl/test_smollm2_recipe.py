@@ -7,7 +7,6 @@ the recipe trains (warm start, one CMAT iteration) and evaluates on the DBBench
 dev split.
 """
 
-import importlib.util
 import json
 import os
 
@@ -15,15 +14,7 @@ from cmat_jax.checkpoints.gguf import import_gguf
 from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS
 from cmat_jax.rl.loop import CmatRun
 from tests.checkpoints import tiny_gguf
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def recipe():
-    spec = importlib.util.spec_from_file_location("recipe", os.path.join(REPO, "configs", "cmat_smollm2_135m.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from tests.repo_configs import config_module
 
 
 def test_recipe_trains_a_gguf_imported_model_and_evaluates_on_dbbench_dev(tmp_path):
@@ -33,7 +24,7 @@ def test_recipe_trains_a_gguf_imported_model_and_evaluates_on_dbbench_dev(tmp_pa
     hf_dir = str(tmp_path / "hf")
     import_gguf(path, hf_dir)
 
-    c = recipe()
+    c = config_module("cmat_smollm2_135m").get_config()
     assert c.tasks.eval == DBBENCH_DEV_TASKS and c.tasks.generator_profile == "dbbench"
     c.workdir = str(tmp_path / "run")
     c.model.hf_dir = hf_dir
