@@ -9,8 +9,8 @@ An SFT warm start on the oracle's episodes of generated DBBench-style tasks
 iterations with the Checker and reflection, evaluated greedily on the 60
 DBBench dev tasks shipped with the package (evaluation and model selection
 only; they are never trained on). DBBench's own instructions are used, as in
-its protocol. Sized for one GPU; a CPU smoke run:
-    --config.train.steps=2 --config.rl.iterations=1 --config.tasks.train_count=8
+its protocol. Sized for one GPU, where it has not been measured yet; on CPU it
+is tested end to end at tiny scale (tests/rl/test_smollm2_recipe.py).
 """
 
 from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS
