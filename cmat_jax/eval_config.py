@@ -77,7 +77,7 @@ def default_config() -> config_dict.ConfigDict:
     # agent=model: exactly one of hf_dir, workdir, preset.
     c.model = config_dict.ConfigDict()
     c.model.hf_dir = ""  # a local Hugging Face model directory (weights and tokenizer)
-    c.model.workdir = ""  # a `python -m cmat_jax.train` SFT run: its base with its trained adapters
+    c.model.workdir = ""  # a `python -m cmat_jax.train` run (SFT or CMAT): its base with its trained adapters
     c.model.step = 0  # model.workdir: the checkpoint step; 0 = the latest
     # A seeded random model of this preset's shape (e.g. tiny) with the bundled tokenizer, built by
     # training/build.py as `python -m cmat_jax.train` builds a random base, from model.seed and

@@ -10,10 +10,10 @@ The agent is the scripted oracle or a model with greedy decoding (every field
 and default: cmat_jax/eval_config.py). A model plays the Assistant, writes the
 reflections after failed trials, and is the learned Checker: a model from
 model.hf_dir or model.preset has no adapter, so all three roles share its
-weights; an SFT run's workdir gives the Assistant its trained adapter, and the
-learned Checker is the run's frozen base (adapters off), since an SFT run
-trains no Checker adapter. Runs of `--config.mode=cmat` are refused for now:
-training/workdir.py restores SFT runs' adapters only.
+weights. A training run's workdir (SFT or CMAT) gives the Assistant its trained
+adapter; the learned Checker plays with the run's Checker adapter when the
+checkpoint holds one (a CMAT run with checker.train), else with the run's
+frozen base (adapters off).
 
 An episode is a task played for up to reflection.trials trials; it counts as
 correct if any of its trials is correct (see cmat_jax/eval_report.py, which
@@ -47,7 +47,7 @@ from cmat_jax.agents.memory import ReflectionMemory
 from cmat_jax.agents.oracle import OracleAgent
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.replies import ModelReplies, SamplingSettings, ScriptedReplies
-from cmat_jax.agents.trajectory import Trajectory
+from cmat_jax.agents.trajectory import CHECKER_ROLE, Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.data.tokenizer import load_tokenizer
 from cmat_jax.envs.sql.database import Limits
@@ -57,7 +57,7 @@ from cmat_jax.models.config import preset
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
 from cmat_jax.training import build
 from cmat_jax.training.config import default_config as run_default_config
-from cmat_jax.training.workdir import load_trained_model, read_run_config
+from cmat_jax.training.workdir import load_trained_model, saved_roles
 
 format_table = eval_report.format_table  # the printed table of one variant
 
@@ -91,15 +91,18 @@ def make_players(config: ml_collections.ConfigDict, settings: eval_config.Settin
     sampler_config = SamplerConfig(max_len=int(s.max_len) or None, max_batch=int(s.batch_size) or None)
     sampler = Sampler(model, sampler_config, mesh=mesh)
     assistant = ModelReplies(sampler, tokenizer)
-    checker = assistant
+    checker, checker_state = assistant, nnx.state(model)
     if settings.source == "workdir" and settings.needs_learned_checker:
-        # The run trained the Assistant's adapter only: the Checker is the frozen base (adapters off).
-        checker = ModelReplies(Sampler(model, dataclasses.replace(sampler_config, use_lora=False),
-                                       mesh=mesh), tokenizer)
-    state = nnx.state(model)
+        step = description["step"]
+        if CHECKER_ROLE in saved_roles(config.model.workdir, step):  # the run trained a Checker adapter
+            checker_state = nnx.state(load_trained_model(config.model.workdir, step=step, mesh=mesh,
+                                                         role=CHECKER_ROLE)[0])
+        else:  # the run trained the Assistant's adapter only: the Checker is the frozen base (adapters off)
+            checker = ModelReplies(Sampler(model, dataclasses.replace(sampler_config, use_lora=False),
+                                           mesh=mesh), tokenizer)
     description.update(max_len=sampler.max_len, sampler_batch=sampler.max_batch)
-    return Players(assistant, checker, tokenizer, {"assistant": state, "checker": state}, sampler.max_len,
-                   description)
+    return Players(assistant, checker, tokenizer, {"assistant": nnx.state(model), "checker": checker_state},
+                   sampler.max_len, description)
 
 
 def load_model(config: ml_collections.ConfigDict, source: str, mesh):
@@ -112,14 +115,10 @@ def load_model(config: ml_collections.ConfigDict, source: str, mesh):
                               param_dtype=build.dtype_from_name(m.param_dtype, "model.param_dtype"), mesh=mesh)
         return model, load_tokenizer(m.hf_dir), {"hf_dir": os.path.abspath(m.hf_dir), "dtype": m.dtype}
     if source == "workdir":
-        mode = read_run_config(m.workdir).get("mode", "sft")
-        if mode != "sft":
-            raise ValueError(f"{m.workdir} is a mode={mode!r} run; evaluation restores SFT runs' adapters only "
-                             "(training/workdir.py); evaluate an SFT run's workdir")
         model, run_config, step = load_trained_model(m.workdir, step=int(m.step) or None, mesh=mesh)
         tokenizer = load_tokenizer(build.tokenizer_path(run_config))
-        return model, tokenizer, {"workdir": os.path.abspath(m.workdir), "step": step,
-                                  "dtype": run_config.model.dtype}
+        return model, tokenizer, {"workdir": os.path.abspath(m.workdir), "mode": run_config.get("mode", "sft"),
+                                  "step": step, "dtype": run_config.model.dtype}
     vocab_size = preset(m.preset).vocab_size  # an unknown name is a ValueError that lists the presets
     tokenizer = load_tokenizer()
     if len(tokenizer) > vocab_size:

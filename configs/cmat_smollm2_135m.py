@@ -21,11 +21,12 @@ def get_config():
     c = cmat_config()
     c.workdir = "workdir/cmat_smollm2_135m"
     c.model.hf_dir = "models/smollm2-135m"  # tools/import_gguf.py's output
+    c.model.dtype = "bfloat16"  # compute; the imported float32 weights are kept as they are
     c.lora.rank = 16
     c.lora.alpha = 32.0
 
     c.tasks.generator_profile = "dbbench"
-    c.tasks.train_count = 2000
+    c.tasks.train_count = 4000  # about 480 tokens per oracle episode: the warm start sees each about 5 times
     c.tasks.eval = DBBENCH_DEV_TASKS
 
     # SFT warm start on the oracle's episodes (the base model answers in prose: 0/60 on dev).
@@ -53,4 +54,5 @@ def get_config():
     c.rl.seq_len = 2048
     c.rl.eval_every = 5
     c.checkpoint.every = 10
+    c.checkpoint.keep = 5  # the warm start's checkpoint stays for evaluation and branching
     return c

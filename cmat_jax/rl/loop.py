@@ -42,6 +42,8 @@ from cmat_jax.agents.replies import ModelReplies, SamplingSettings
 from cmat_jax.agents.trajectory import ASSISTANT_ROLE, CHECKER_ROLE
 from cmat_jax.agents.user import User
 from cmat_jax.envs.sql.env import SqlEnvConfig
+from cmat_jax.envs.sql.metrics import dbbench_metrics
+from cmat_jax.eval_report import final_trajectories
 from cmat_jax.rl import episodes as episode_lib
 from cmat_jax.rl.advantages import make_advantage
 from cmat_jax.rl.objectives import ObjectiveConfig, check_reference, objective_loss
@@ -60,7 +62,9 @@ INSTRUCTIONS = {"dbbench": None, "short": SHORT_INSTRUCTIONS}
 PATH_SETTINGS = ("model.hf_dir", "data.tokenizer", "data.general", "tasks.train", "tasks.eval")
 # What a resumed CMAT run may change: as SFT, plus how many iterations it runs in all.
 RESUMABLE_CHANGES = ("rl.iterations", "train.log_every", "resume", "workdir", "mesh", "checkpoint", "distributed")
-TIMING_METRICS = ("tokens_per_s", "rollout_s", "update_s", "eval_s")
+TIMING_METRICS = ("tokens_per_s", "step_s", "rollout_s", "update_s", "eval_s")
+# DBBench's scores in each evaluation record (the held-out tasks' types decide which are meaningful).
+DBBENCH_SCORES = ("overall_cat_accuracy", "SELECT_accuracy", "INSERT_accuracy", "UPDATE_accuracy")
 
 
 def check_config(config) -> None:
@@ -271,8 +275,9 @@ class CmatRun:
         metrics = self._read(self.state.update(ASSISTANT_ROLE, self.sft_step, batch, self.step), "sft")
         self.step += 1
         tokens = int(np.count_nonzero(host_batch["segment_ids"]))
+        step_s = time.perf_counter() - start
         return {"phase": "sft", "iteration": 0, "loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
-                "tokens_per_s": tokens / max(time.perf_counter() - start, 1e-9)}
+                "tokens_per_s": tokens / max(step_s, 1e-9), "step_s": step_s}
 
     def _iteration(self) -> dict:
         c = self.config
@@ -347,10 +352,15 @@ class CmatRun:
         finals = {}
         for t in trajectories:  # a task counts as solved if any of its trials is
             finals[t.task_id] = finals.get(t.task_id, False) or t.correct
+        first_trials = [t for t in trajectories if t.trial == 0]
         record = {"phase": "eval", "iteration": self.iteration,
-                  **episode_lib.rollout_metrics([t for t in trajectories if t.trial == 0],
-                                                float(self.config.rl.format_penalty))}
+                  **episode_lib.rollout_metrics(first_trials, float(self.config.rl.format_penalty))}
         record["success_rate"] = sum(finals.values()) / max(len(finals), 1)
+        # DBBench's scores: over each task's last trial (any trial solved it), and over first trials alone
+        # (DBBench's own single-attempt protocol).
+        for prefix, outcomes in (("", final_trajectories(trajectories)), ("trial1_", first_trials)):
+            dbbench = dbbench_metrics([t.final_info for t in outcomes])
+            record.update({f"{prefix}{k}": dbbench[k] for k in DBBENCH_SCORES})
         record["eval_s"] = time.perf_counter() - start
         return record
 

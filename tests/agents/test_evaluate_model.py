@@ -110,13 +110,6 @@ def test_an_sft_runs_workdir_is_evaluated_with_its_adapters(tmp_path):
         "reflection_max_new_tokens": None, "instructions": "dbbench"}
     assert len(_records(tmp_path / "out")) == 2
 
-    # A CMAT run's workdir is refused: which adapter plays which role is not known to training/workdir.py yet.
-    with open(os.path.join(run_dir, "config.json")) as f:
-        run_config = json.load(f)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump(dict(run_config, mode="cmat"), f)
-    with pytest.raises(ValueError, match="is a mode='cmat' run; evaluation restores SFT runs' adapters only"):
-        evaluate.evaluate(config)
 
 
 def test_a_hugging_face_directory_plays_with_its_own_weights_and_tokenizer(tmp_path):

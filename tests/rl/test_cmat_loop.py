@@ -127,3 +127,32 @@ def test_export_writes_the_assistant_merged_and_one_peft_adapter_per_role(tmp_pa
             adapted = peft.PeftModel.from_pretrained(base, os.path.join(peft_dir, role)).eval()
             assert np.abs(adapted(torch.tensor(tokens)).logits.numpy() - ours).max() <= 1e-4
             base = adapted.unload()
+
+
+def test_evaluate_plays_a_cmat_workdir_with_each_roles_adapter(tmp_path):
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from cmat_jax import eval_config, evaluate
+    from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS
+    from cmat_jax.training.workdir import load_trained_model
+
+    workdir = str(tmp_path / "run")
+    run(small_config(workdir, **{"checker.mode": "static+learned", "checker.train": True, "rl.iterations": 1,
+                                 "train.learning_rate": 2e-2}))
+    config = eval_config.default_config()
+    config.agent, config.model.workdir, config.workdir = "model", workdir, str(tmp_path / "eval")
+    config.tasks, config.max_tasks, config.checker = DBBENCH_DEV_TASKS, 2, "static+learned"
+    config.reflection.trials, config.sampling.max_new_tokens, config.sampling.max_len = 1, 8, 1024
+    config.sampling.checker_max_new_tokens = 4
+
+    players = evaluate.make_players(config, eval_config.resolve(config))
+    played = {role: jax.tree.leaves(players.weights[role]) for role in ("assistant", "checker")}
+    assert not all(np.array_equal(a, b) for a, b in zip(played["assistant"], played["checker"]))
+    for role in ("assistant", "checker"):  # each role plays with its own trained adapter
+        saved = jax.tree.leaves(nnx.state(load_trained_model(workdir, role=role)[0]))
+        assert all(np.array_equal(a, b) for a, b in zip(played[role], saved))
+    metrics = evaluate.evaluate(config)
+    assert metrics["model"]["mode"] == "cmat" and metrics["episodes"] == 2
+
