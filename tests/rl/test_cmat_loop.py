@@ -92,8 +92,6 @@ def test_bad_settings_name_the_field(tmp_path, overrides, message):
 
 
 def test_export_writes_the_assistant_merged_and_one_peft_adapter_per_role(tmp_path):
-    import importlib.util
-
     import jax.numpy as jnp
     import numpy as np
     import torch
@@ -108,10 +106,8 @@ def test_export_writes_the_assistant_merged_and_one_peft_adapter_per_role(tmp_pa
     records = read_metrics(workdir)
     assert any("checker_loss" in r or "checker_zero_adv_frac" in r for r in records if r["phase"] == "rl")
 
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    spec = importlib.util.spec_from_file_location("export_hf", os.path.join(root, "tools", "export_hf.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from tools import export_hf as tool
+
     merged_dir, peft_dir = str(tmp_path / "merged"), str(tmp_path / "adapters")
     tool.main(["--workdir", str(workdir), "--merged", merged_dir, "--peft", peft_dir])
     assert sorted(os.listdir(peft_dir)) == ["assistant", "checker"]

@@ -4,7 +4,9 @@ The model comes in the way SmolLM2 does: a GGUF file (here a tiny random
 Llama written by the tests, Q8_0 matrices, ChatML template in its metadata)
 imported by tools/import_gguf.py's code into a Hugging Face directory, which
 the recipe trains (warm start, one CMAT iteration) and evaluates on the DBBench
-dev split.
+dev split. The trained Assistant then goes back out as a merged Hugging Face
+model and a PEFT adapter on the imported directory, and both load in
+transformers with cmat_jax's logits.
 """
 
 import json
@@ -52,3 +54,25 @@ def test_recipe_trains_a_gguf_imported_model_and_evaluates_on_dbbench_dev(tmp_pa
                                                                                    ("eval", 1)]
     assert len(run.eval_tasks) == 60  # the whole dev split: no generated task coincides with one
     assert os.path.isfile(os.path.join(c.workdir, "success.png"))
+
+    # Out again: merged, and a PEFT adapter on the imported directory; both equal cmat_jax's float32 logits.
+    import jax.numpy as jnp
+    import numpy as np
+    import peft
+    import torch
+    import transformers
+
+    from cmat_jax.training.workdir import load_trained_model
+    from tools import export_hf
+
+    merged_dir, peft_dir = str(tmp_path / "merged"), str(tmp_path / "adapter")
+    export_hf.main(["--workdir", c.workdir, "--merged", merged_dir, "--peft", peft_dir])
+    tokens = np.random.default_rng(0).integers(0, model.config.vocab_size, (2, 9)).astype(np.int32)
+    ours = np.asarray(load_trained_model(c.workdir, exact_math=True)[0](jnp.asarray(tokens))[0])
+    with torch.no_grad():
+        merged = transformers.AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
+        base = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+        adapted = peft.PeftModel.from_pretrained(base, peft_dir).eval()
+        for theirs in (merged, adapted):
+            assert np.abs(theirs(torch.tensor(tokens)).logits.numpy() - ours).max() <= 1e-4
+
