@@ -1,5 +1,7 @@
 """The warm start's demonstrations: the oracle's episodes; the engine opens a bounded number of databases at once."""
 
+import pytest
+
 from cmat_jax.agents import engine
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.user import User
@@ -21,3 +23,73 @@ def test_chunked_demonstrations_equal_one_batch(monkeypatch):
         assert [m.role for m in conversation] == ["user", "assistant", "user", "assistant", "user", "assistant"]
         assert conversation[3].content.startswith("Action: Operation")
         assert conversation[5].content.startswith("Action: Answer")
+
+
+def dicts(conversations):
+    return [[m.to_dict() for m in c] for c in conversations]
+
+
+def dbbench_demonstrations(fraction, seed=0, count=24):
+    tasks = generate_tasks(count, 4, "dbbench")
+    user = User(tasks, seed=0, curriculum=False, instructions=SHORT_INSTRUCTIONS)
+    return warmup.demonstrations(tasks, user, SqlEnvConfig(), recovery_fraction=fraction, seed=seed)
+
+
+def test_recovery_demonstrations_add_the_mistake_and_its_error_to_the_plain_ones():
+    plain = dbbench_demonstrations(0.0)
+    recovering = dbbench_demonstrations(1.0)
+    # Every generated task has a gold statement and a confirmed mistake: each one recovers.
+    for before, after in zip(plain, recovering):
+        assert [m.role for m in after] == ["user", "assistant", "user"] + ["assistant", "user"] * 2 + ["assistant"]
+        mistake, error = after[3], after[4]
+        assert mistake.content.startswith("Action: Operation\n```sql\n") and mistake.loss is False
+        assert error.content.startswith(("1146 (42S02)", "1054 (42S22)", "1064 (42000)", "1105 (HY000)"))
+        assert mistake.content != after[5].content
+        # The rest is the plain demonstration: opening, the gold statement (no prose), its result, the answer.
+        assert dicts([after[:3] + after[5:]]) == dicts([before])
+
+
+def test_recovery_fraction_zero_is_the_plain_demonstrations_and_draws_are_seeded():
+    tasks = generate_tasks(24, 4, "dbbench")
+    user = User(tasks, seed=0, curriculum=False, instructions=SHORT_INSTRUCTIONS)
+    assert dicts(warmup.demonstrations(tasks, user, SqlEnvConfig())) == dicts(dbbench_demonstrations(0.0, seed=9))
+    half = dbbench_demonstrations(0.5, seed=1)
+    assert dicts(half) == dicts(dbbench_demonstrations(0.5, seed=1))
+    chosen = [len(c) == 8 for c in half]
+    assert 4 <= sum(chosen) <= 20
+    assert chosen != [len(c) == 8 for c in dbbench_demonstrations(0.5, seed=2)]
+
+
+def test_a_fraction_outside_zero_to_one_is_refused():
+    for fraction in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"recovery_fraction must be in \[0, 1\]"):
+            dbbench_demonstrations(fraction, count=2)
+    from cmat_jax.rl.loop import check_config
+    from cmat_jax.training.config import cmat_config
+    config = cmat_config()
+    config.train.recovery_fraction = 2.0
+    with pytest.raises(ValueError, match=r"train\.recovery_fraction must be in \[0, 1\]"):
+        check_config(config)
+
+
+def test_the_cmat_run_reads_train_recovery_fraction(tmp_path, monkeypatch):
+    from cmat_jax.rl import loop
+    from tests.rl.test_cmat_loop import small_config
+
+    class Stop(Exception):
+        pass
+
+    made = []
+
+    def recorded(*args, **kwargs):  # the real demonstrations, then stop before the model is built
+        made.append((kwargs, warmup.demonstrations(*args, **kwargs)))
+        raise Stop
+
+    monkeypatch.setattr(loop, "demonstrations", recorded)
+    with pytest.raises(Stop):
+        loop.CmatRun(small_config(tmp_path, **{"train.recovery_fraction": 1.0}))
+    (kwargs, conversations), = made
+    assert kwargs == {"recovery_fraction": 1.0, "seed": 0}
+    # The training tasks whose oracle runs a statement open with an untrained mistake and its error.
+    recovering = [c for c in conversations if len(c) == 8]
+    assert recovering and all(c[3].loss is False for c in recovering)
