@@ -86,6 +86,9 @@ def check_config(config) -> None:
                          "Checker to train; use checker.mode='learned' or 'static+learned'")
     if int(config.rl.update_epochs) < 1:
         raise ValueError(f"rl.update_epochs must be >= 1, found {config.rl.update_epochs}")
+    if not 0.0 <= float(config.train.recovery_fraction) <= 1.0:
+        raise ValueError(f"train.recovery_fraction must be in [0, 1] (the share of warm-start tasks played with a "
+                         f"mistaken first statement), found {config.train.recovery_fraction}")
     check_nonfinite_mode(config.train.nonfinite)
 
 
@@ -159,7 +162,9 @@ class CmatRun:
         # Every process reads its own copy (another host may not see the workdir); process 0's is the run's record.
         path = os.path.join(self.workdir if self.is_main else distributed.scratch_dir(), "warmup_demonstrations.jsonl")
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_demonstrations(path, demonstrations(self.train_tasks, self.user, SqlEnvConfig()))
+        write_demonstrations(path, demonstrations(self.train_tasks, self.user, SqlEnvConfig(),
+                                                  recovery_fraction=float(self.config.train.recovery_fraction),
+                                                  seed=int(self.config.seed)))
         return make_sft_batches(self.tokenizer, path, d.general or None, agent_fraction=float(d.agent_fraction),
                                 batch_size=int(d.batch_size), seq_len=int(d.seq_len), mode=d.mode,
                                 seed=int(d.seed), overlong=d.overlong)

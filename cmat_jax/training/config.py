@@ -122,6 +122,9 @@ def cmat_config() -> config_dict.ConfigDict:
     c.mode = "cmat"
     c.workdir = "workdir/cmat"
     c.train.steps = 0  # SFT warm-start steps on oracle trajectories of the training tasks (0: none)
+    # Share of warm-start tasks played as recovery demonstrations: a typical mistaken first statement, its
+    # error, then the gold statement (cmat_jax/agents/mistakes.py). 0: every demonstration is the gold run.
+    c.train.recovery_fraction = 0.0
     # data.agent stays empty: the warm start trains on the oracle episodes of tasks.train (data.general may mix in)
 
     c.tasks = config_dict.ConfigDict()
