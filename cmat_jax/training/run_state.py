@@ -32,6 +32,7 @@ from cmat_jax import distributed
 from cmat_jax import sharding as sharding_lib
 from cmat_jax.models.lora import LoRA
 from cmat_jax.training import build
+from cmat_jax.training.config import cmat_config, default_config
 from cmat_jax.training.checkpoint import DEFAULT_ROLE, Checkpointer, check_role, checkpoint_directory
 from cmat_jax.training.metrics import truncate_metrics_after
 from cmat_jax.training.optimizer import make_optimizer, make_schedule
@@ -77,12 +78,19 @@ def steps_change(saved_train: dict, train: dict) -> list[str]:
             "change its length)"]
 
 
-def config_differences(saved: dict, current: dict, resumable: Sequence[str] = RESUMABLE_CHANGES) -> list[str]:
-    """Settings that differ between a saved run config and this one, ignoring `resumable` ones."""
+def config_differences(saved: dict, current: dict, resumable: Sequence[str] = RESUMABLE_CHANGES,
+                       defaults: Optional[dict] = None) -> list[str]:
+    """Settings that differ between a saved run config and this one, ignoring `resumable` ones.
+
+    A setting the saved config lacks (one added to the code after that run started) counts as unchanged
+    when this run leaves it at its value in `defaults` (the code's default config), which keeps the old
+    behaviour."""
     a, b = _flatten(saved), _flatten(current)
+    d = _flatten(defaults) if defaults is not None else {}
     allowed = lambda name: any(name == p or name.startswith(p + ".") for p in resumable)  # noqa: E731
+    added = lambda name: name not in a and name in d and b.get(name) == d[name]  # noqa: E731
     return [f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if not allowed(k) and a.get(k) != b.get(k)]
+            if not allowed(k) and not added(k) and a.get(k) != b.get(k)]
 
 
 def absolute_paths(config, keys: Sequence[str]) -> None:
@@ -97,6 +105,11 @@ def make_checkpointer(config, workdir: str) -> Checkpointer:
     c = config.checkpoint
     return Checkpointer(checkpoint_directory(config, workdir), every=int(c.every), keep=int(c.keep),
                         async_save=bool(c.async_save))
+
+
+def default_settings(mode: str) -> dict:
+    """The code's default config of a run mode, as a plain dict."""
+    return json.loads((cmat_config() if mode == "cmat" else default_config()).to_json())
 
 
 def resume_step(config, checkpointer: Checkpointer, workdir: str, *,
@@ -126,7 +139,8 @@ def resume_step(config, checkpointer: Checkpointer, workdir: str, *,
             return []
         with open(config_path, encoding="utf-8") as f:
             saved, current = json.load(f), json.loads(config.to_json())
-        return config_differences(saved, current, resumable) + extra_checks(saved, current)
+        return config_differences(saved, current, resumable, default_settings(config.mode)) + \
+            extra_checks(saved, current)
 
     diffs = distributed.on_main(differences)
     if diffs:

@@ -1,7 +1,10 @@
 """The run state: per-role adapters on one frozen base, frozen roles, sampling weights, and
-checkpoints with several roles and host items (and the single-adapter layout of older runs)."""
+checkpoints with several roles and host items (and the single-adapter layout of older runs), and resuming
+a run whose config predates a setting."""
 
 from __future__ import annotations
+
+import json
 
 import jax
 import jax.numpy as jnp
@@ -123,3 +126,17 @@ def test_role_settings_are_checked(tmp_path):
         RunState(config, roles=("assistant",), frozen_roles=("checker",))
     with pytest.raises(ValueError, match="lower-case letters"):
         RunState(config, roles=("Assistant/1",))
+
+
+def test_a_setting_added_after_a_run_started_resumes_at_its_default():
+    from cmat_jax.training.config import cmat_config
+    from cmat_jax.training.run_state import config_differences, default_settings
+
+    current = json.loads(cmat_config().to_json())
+    saved = json.loads(cmat_config().to_json())
+    del saved["train"]["recovery_fraction"]  # a workdir written before the setting existed
+    assert config_differences(saved, current, defaults=default_settings("cmat")) == []
+    current["train"]["recovery_fraction"] = 0.5  # a new value would change the run: refused
+    assert config_differences(saved, current, defaults=default_settings("cmat")) == [
+        "train.recovery_fraction: saved None, now 0.5"]
+    assert config_differences(saved, json.loads(cmat_config().to_json())) != []  # without defaults: a change
