@@ -1,8 +1,8 @@
 """Typical mistaken first statements, for demonstrations of recovering from an error.
 
-`mistaken_statement(task, rng)` rewrites the task's gold statement (`gold_sql`
-of a mutation, `gold_query` of the SELECT family) with one mistake that small
-models make on DBBench, drawn from the kinds that apply:
+`candidates(task, kind)` rewrites the task's gold statement (`gold_sql` of a
+mutation, `gold_query` of the SELECT family) with one mistake that small models
+make on DBBench, of one kind:
 
 - "table": the table's name mangled (spaces to underscores, underscores to
   spaces, a word dropped, its case changed);
@@ -13,12 +13,12 @@ models make on DBBench, drawn from the kinds that apply:
 
 The edit is made on the statement's text at the identifier's tokens (sqlglot's
 MySQL tokenizer), so the rest of the statement stays as the gold one wrote it.
-A draw is a pure function of the task and the random.Random given.
 
 A mistake is only useful if the environment rejects it and nothing changes:
 `rejection(task, sql)` runs it on a fresh copy of the task's database and gives
 the error text only when the statement errors and the table's hash is the one
-before; `checked_mistake` draws until one passes (None when none does).
+before; `checked_mistake` draws kinds and statements until one passes (None
+when none does), a pure function of the task and the random.Random given.
 """
 
 from __future__ import annotations
@@ -154,14 +154,6 @@ def candidates(task: SqlTask, kind: str) -> list[str]:
                 if variant.lower() not in known:
                     statements.append(_replace(sql, spans, lambda quoted, v=variant: _render(v, quoted)))
     return list(dict.fromkeys(s for s in statements if s != sql))
-
-
-def mistaken_statement(task: SqlTask, rng: random.Random) -> str | None:
-    """One mistaken statement of a kind drawn among those that apply; None when none applies."""
-    kinds = [kind for kind in KINDS if candidates(task, kind)]
-    if not kinds:
-        return None
-    return rng.choice(candidates(task, rng.choice(kinds)))
 
 
 def _table_state(db: EpisodeDatabase) -> str:

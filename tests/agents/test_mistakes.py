@@ -87,8 +87,6 @@ def test_draws_are_seeded_and_every_generated_task_gets_a_confirmed_mistake():
     other = [mistakes.checked_mistake(t, random.Random(f"8:{t.task_id}")) for t in TASKS]
     assert first == again and first != other
     assert None not in first
-    drawn = [mistakes.mistaken_statement(t, random.Random(3)) for t in TASKS]
-    assert drawn == [mistakes.mistaken_statement(t, random.Random(3)) for t in TASKS]
 
 
 def test_dev_tasks_mistakes_error_without_side_effects(dev_tasks):
@@ -109,7 +107,7 @@ def test_dev_tasks_mistakes_error_without_side_effects(dev_tasks):
 def test_tasks_without_a_gold_statement_get_none():
     task = dataclasses.replace(next(t for t in TASKS if not t.is_mutation), gold_query=None)
     assert all(mistakes.candidates(task, kind) == [] for kind in mistakes.KINDS)
-    assert mistakes.mistaken_statement(task, random.Random(0)) is None
+    assert mistakes.checked_mistake(task, random.Random(0)) is None
     with pytest.raises(ValueError, match="kind must be one of"):
         mistakes.candidates(task, "typo")
 
