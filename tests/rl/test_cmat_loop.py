@@ -91,7 +91,18 @@ def test_bad_settings_name_the_field(tmp_path, overrides, message):
         CmatRun(small_config(tmp_path / "w", **overrides))
 
 
-def test_export_writes_the_assistant_merged_and_one_peft_adapter_per_role(tmp_path):
+@pytest.fixture(scope="module")
+def two_role_run(tmp_path_factory):
+    """A finished run that trained the Assistant's and the learned Checker's adapters."""
+    workdir = tmp_path_factory.mktemp("two_roles") / "run"
+    run(small_config(workdir, **{"checker.mode": "static+learned", "checker.train": True, "rl.iterations": 1,
+                                 "train.learning_rate": 2e-2, "lora.targets": "q|v|o|up|down"}))
+    records = read_metrics(workdir)
+    assert any("checker_loss" in r or "checker_zero_adv_frac" in r for r in records if r["phase"] == "rl")
+    return workdir
+
+
+def test_export_writes_the_assistant_merged_and_one_peft_adapter_per_role(tmp_path, two_role_run):
     import jax.numpy as jnp
     import numpy as np
     import torch
@@ -100,11 +111,7 @@ def test_export_writes_the_assistant_merged_and_one_peft_adapter_per_role(tmp_pa
     import peft  # a test extra: the export must load in peft, never skip
     from cmat_jax.training.workdir import load_trained_model
 
-    workdir = tmp_path / "run"
-    run(small_config(workdir, **{"checker.mode": "static+learned", "checker.train": True, "rl.iterations": 1,
-                                 "train.learning_rate": 2e-2, "lora.targets": "q|v|o|up|down"}))
-    records = read_metrics(workdir)
-    assert any("checker_loss" in r or "checker_zero_adv_frac" in r for r in records if r["phase"] == "rl")
+    workdir = two_role_run
 
     from tools import export_hf as tool
 
@@ -125,7 +132,7 @@ def test_export_writes_the_assistant_merged_and_one_peft_adapter_per_role(tmp_pa
             base = adapted.unload()
 
 
-def test_evaluate_plays_a_cmat_workdir_with_each_roles_adapter(tmp_path):
+def test_evaluate_plays_a_cmat_workdir_with_each_roles_adapter(tmp_path, two_role_run):
     import jax
     import numpy as np
     from flax import nnx
@@ -134,9 +141,7 @@ def test_evaluate_plays_a_cmat_workdir_with_each_roles_adapter(tmp_path):
     from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS
     from cmat_jax.training.workdir import load_trained_model
 
-    workdir = str(tmp_path / "run")
-    run(small_config(workdir, **{"checker.mode": "static+learned", "checker.train": True, "rl.iterations": 1,
-                                 "train.learning_rate": 2e-2}))
+    workdir = str(two_role_run)
     config = eval_config.default_config()
     config.agent, config.model.workdir, config.workdir = "model", workdir, str(tmp_path / "eval")
     config.tasks, config.max_tasks, config.checker = DBBENCH_DEV_TASKS, 2, "static+learned"
