@@ -169,6 +169,8 @@ def test_output_is_truncated_at_800_characters(env):
         ("SELECT Name FROM People ORDER BY Name", "[('adam',), ('Bob',), ('Émile',), ('Zoë',)]"),
         ("SELECT Score FROM People WHERE Name = 'Bob'", "[(None,)]"),
         ("SELECT `Title` FROM People", "1054 (42S22): Unknown column 'Title' in 'field list'"),
+        ("INSERT INTO People (Name, `Home Town`) VALUES ('a', 'b')",
+         "1054 (42S22): Unknown column 'Home Town' in 'field list'"),
         ("SELECT \"Title\" FROM People LIMIT 1", "[('Title',)]"),  # MySQL: a string
         ("SELECT * FROM people", "1146 (42S02): Table 'People.people' doesn't exist"),
         ("SELECT * FROM People WHERE", "1064 (42000): You have an error in your SQL syntax; check the manual "

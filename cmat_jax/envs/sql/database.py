@@ -427,6 +427,9 @@ class EpisodeDatabase:
             column = message.removeprefix("no such column: ")
             clause = dialect.column_clause(statement, column) if statement is not None else "field list"
             return MysqlError(f"1054 (42S22): Unknown column '{column}' in '{clause}'", "column")
+        insert_column = re.fullmatch(r"table .* has no column named (.*)", message, flags=re.DOTALL)
+        if insert_column:  # an INSERT's column list
+            return MysqlError(f"1054 (42S22): Unknown column '{insert_column.group(1)}' in 'field list'", "column")
         if message.startswith("no such table: "):
             table = message.removeprefix("no such table: ").rsplit(".", 1)[-1]
             return MysqlError(f"1146 (42S02): Table '{database}.{table}' doesn't exist", "table")
