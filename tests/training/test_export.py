@@ -3,11 +3,11 @@ transformers) give the same logits as cmat_jax itself."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import jax.numpy as jnp
 import numpy as np
+import peft  # a test extra (setup.py): a missing install fails here rather than skipping the export checks
 import pytest
 import torch
 import transformers
@@ -18,16 +18,13 @@ from cmat_jax.training.workdir import load_trained_model
 from tests.tiny_hf import make_hf_model, save_hf
 from tests.training.common import tiny_config
 
-peft = pytest.importorskip("peft")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOLERANCE = 1e-4  # logits, float32
 
 
 def _export_tool():
-    spec = importlib.util.spec_from_file_location("export_hf", os.path.join(REPO, "tools", "export_hf.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from tools import export_hf
+
+    return export_hf
 
 
 def _torch_logits(model, tokens):

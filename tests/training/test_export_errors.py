@@ -3,20 +3,17 @@ line naming the flag and a fix, and the check leaves nothing behind."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def export_tool():
-    spec = importlib.util.spec_from_file_location("export_hf", os.path.join(REPO, "tools", "export_hf.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from tools import export_hf
+
+    return export_hf
 
 
 def _error(export_tool, *argv) -> str:
