@@ -2,7 +2,8 @@
 
 `candidates(task, kind)` rewrites the task's gold statement (`gold_sql` of a
 mutation, `gold_query` of the SELECT family) with one mistake that small models
-make on DBBench, of one kind:
+make on DBBench, of one kind, each a `Mistake` (the statement, its kind, the
+name as written and the right name, for text that explains the fix):
 
 - "table": the table's name mangled (spaces to underscores, underscores to
   spaces, a word dropped, its case changed);
@@ -23,8 +24,10 @@ when none does), a pure function of the task and the random.Random given.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
+from typing import Sequence
 
 import sqlglot
 from sqlglot import exp
@@ -43,9 +46,25 @@ _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _UNSTABLE_ERRORS = ("timeout", "memory")
 
 
+@dataclasses.dataclass(frozen=True)
+class Mistake:
+    """A mistaken statement and what is wrong in it: `wrong` is the name as the statement wrote it (its
+    first occurrence; for "unquoted", the column left bare), `right` the table's or column's real name."""
+
+    sql: str
+    kind: str
+    wrong: str
+    right: str
+
+
 def gold_statement(task: SqlTask) -> str | None:
     """The statement the oracle runs for the task, or None when it runs none."""
     return task.gold_sql if task.is_mutation else task.gold_query
+
+
+def plain_name(name: str) -> bool:
+    """Whether MySQL reads `name` as an identifier without backquotes."""
+    return _PLAIN_NAME.fullmatch(name) is not None
 
 
 def _render(name: str, quoted: bool) -> str:
@@ -127,8 +146,9 @@ def _column_variants(name: str) -> list[str]:
     return list(dict.fromkeys(v for v in variants if v and v != name))
 
 
-def candidates(task: SqlTask, kind: str) -> list[str]:
-    """Every mistaken statement of one kind for the task, in a fixed order (empty when the kind does not apply)."""
+def candidates(task: SqlTask, kind: str) -> list[Mistake]:
+    """Every mistaken statement of one kind for the task, with the names it gets wrong, in a fixed order (empty
+    when the kind does not apply)."""
     if kind not in KINDS:
         raise ValueError(f"mistake kind must be one of {', '.join(KINDS)}, found {kind!r}")
     sql = gold_statement(task)
@@ -137,23 +157,30 @@ def candidates(task: SqlTask, kind: str) -> list[str]:
         return []
     tables, columns = references
     known = {c.lower() for c in task.columns} | {task.table_name.lower()}
-    statements = []
+    found: list[Mistake] = []
     if kind == "table":
         spans = _name_tokens(sql, task.table_name) if task.table_name in tables else []
         for variant in _table_variants(task.table_name) if spans else []:
             # Written bare when it can be (`Football_stats`): models drop the quotes along with the spaces.
-            statements.append(_replace(sql, spans, lambda quoted, v=variant: _render(v, False)))
+            written = _render(variant, False)
+            found.append(Mistake(_replace(sql, spans, lambda quoted, w=written: w), kind, written,
+                                 task.table_name))
     for column in sorted(c for c in columns if c.lower() in known - {task.table_name.lower()}):
         spans = _name_tokens(sql, column)
         if not spans:
             continue
         if kind == "unquoted" and not _PLAIN_NAME.fullmatch(column) and all(q for _, _, q in spans):
-            statements.append(_replace(sql, spans, lambda quoted, c=column: c))
+            found.append(Mistake(_replace(sql, spans, lambda quoted, c=column: c), kind, column, column))
         if kind == "column":
             for variant in _column_variants(column):
                 if variant.lower() not in known:
-                    statements.append(_replace(sql, spans, lambda quoted, v=variant: _render(v, quoted)))
-    return list(dict.fromkeys(s for s in statements if s != sql))
+                    found.append(Mistake(_replace(sql, spans, lambda quoted, v=variant: _render(v, quoted)), kind,
+                                         _render(variant, spans[0][2]), column))
+    unique: dict[str, Mistake] = {}
+    for mistake in found:
+        if mistake.sql != sql:
+            unique.setdefault(mistake.sql, mistake)
+    return list(unique.values())
 
 
 def _table_state(db: EpisodeDatabase) -> str:
@@ -177,8 +204,8 @@ def rejection(task: SqlTask, sql: str, limits: Limits = Limits(), image: TableIm
         db.close()
 
 
-def checked_mistake(task: SqlTask, rng: random.Random, limits: Limits = Limits()) -> str | None:
-    """A mistaken statement that `rejection` confirms, drawn kind first (in a random order), then among the
+def checked_mistake(task: SqlTask, rng: random.Random, limits: Limits = Limits()) -> Mistake | None:
+    """A mistake whose statement `rejection` confirms, drawn kind first (in a random order), then among the
     kind's statements; None when no kind has one."""
     kinds = list(KINDS)
     rng.shuffle(kinds)
@@ -186,8 +213,24 @@ def checked_mistake(task: SqlTask, rng: random.Random, limits: Limits = Limits()
     for kind in kinds:
         statements = candidates(task, kind)
         rng.shuffle(statements)
-        for sql in statements:
+        for mistake in statements:
             image = image or build_image(task)
-            if rejection(task, sql, limits, image) is not None:
-                return sql
+            if rejection(task, mistake.sql, limits, image) is not None:
+                return mistake
     return None
+
+
+def draw_mistakes(tasks: Sequence[SqlTask], fraction: float, draw: str, seed: int,
+                  limits: Limits = Limits()) -> dict[str, Mistake]:
+    """Task id -> a confirmed mistake, for about the share `fraction` of the tasks: each task's own draw,
+    seeded by (`draw`, seed, task id), so a task's choice depends on no other task and two draws with other
+    names are independent. Tasks with no gold statement or no confirmed mistake get none."""
+    chosen: dict[str, Mistake] = {}
+    for task in tasks:
+        rng = random.Random(f"{draw}:{seed}:{task.task_id}")
+        if fraction == 0.0 or rng.random() >= fraction or gold_statement(task) is None:
+            continue
+        mistake = checked_mistake(task, rng, limits)
+        if mistake is not None and chosen.setdefault(task.task_id, mistake) != mistake:
+            raise ValueError(f"two different training tasks share the id {task.task_id}; task ids must be unique")
+    return chosen

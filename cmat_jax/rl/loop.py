@@ -89,6 +89,9 @@ def check_config(config) -> None:
     if not 0.0 <= float(config.train.recovery_fraction) <= 1.0:
         raise ValueError(f"train.recovery_fraction must be in [0, 1] (the share of warm-start tasks played with a "
                          f"mistaken first statement), found {config.train.recovery_fraction}")
+    if not 0.0 <= float(config.train.reflection_fraction) <= 1.0:
+        raise ValueError(f"train.reflection_fraction must be in [0, 1] (the share of warm-start tasks played as a "
+                         f"failed trial, its reflection and the retry), found {config.train.reflection_fraction}")
     check_nonfinite_mode(config.train.nonfinite)
 
 
@@ -164,7 +167,9 @@ class CmatRun:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_demonstrations(path, demonstrations(self.train_tasks, self.user, SqlEnvConfig(),
                                                   recovery_fraction=float(self.config.train.recovery_fraction),
-                                                  seed=int(self.config.seed)))
+                                                  seed=int(self.config.seed),
+                                                  reflection_fraction=float(self.config.train.reflection_fraction),
+                                                  tokenizer=self.tokenizer))
         return make_sft_batches(self.tokenizer, path, d.general or None, agent_fraction=float(d.agent_fraction),
                                 batch_size=int(d.batch_size), seq_len=int(d.seq_len), mode=d.mode,
                                 seed=int(d.seed), overlong=d.overlong)

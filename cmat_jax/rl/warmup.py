@@ -12,16 +12,17 @@ Recovery demonstrations: with `recovery_fraction` > 0 that share of the tasks
 (cmat_jax/agents/mistakes.py), confirmed beforehand to error without changing
 the table; the oracle then sends the gold statement and answers. The mistaken
 turn is kept untrained (loss false): the model learns the fix, not the mistake.
+
+Reflection demonstrations (`reflection_fraction`): cmat_jax/rl/reflection_demos.py.
 """
 
 from __future__ import annotations
 
 import json
-import random
 from typing import Sequence
 
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
-from cmat_jax.agents.mistakes import checked_mistake, gold_statement
+from cmat_jax.agents.mistakes import draw_mistakes
 from cmat_jax.agents.oracle import OracleAgent
 from cmat_jax.agents.replies import SamplingSettings, ScriptedReplies
 from cmat_jax.agents.user import User
@@ -29,6 +30,7 @@ from cmat_jax.chat import ASSISTANT, USER, Message
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
 from cmat_jax.envs.sql.tasks import SqlTask
 from cmat_jax.fileio import write_text_atomic
+from cmat_jax.rl.reflection_demos import play_reflections, reflection_conversations, reflection_mistakes
 
 
 def recovery_mistakes(tasks: Sequence[SqlTask], fraction: float, seed: int,
@@ -38,23 +40,47 @@ def recovery_mistakes(tasks: Sequence[SqlTask], fraction: float, seed: int,
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"recovery_fraction must be in [0, 1] (the share of tasks played with a mistaken first "
                          f"statement), found {fraction}")
-    mistakes: dict[str, str] = {}
-    if fraction == 0.0 or env_config.max_rounds < 2:  # the fix needs a second statement
-        return mistakes
-    for task in tasks:
-        rng = random.Random(f"recovery:{seed}:{task.task_id}")
-        if rng.random() >= fraction or gold_statement(task) is None:
-            continue
-        mistake = checked_mistake(task, rng, env_config.limits)
-        if mistake is not None and mistakes.setdefault(task.task_id, mistake) != mistake:
-            raise ValueError(f"two different training tasks share the id {task.task_id}; task ids must be unique")
-    return mistakes
+    if env_config.max_rounds < 2:  # the fix needs a second statement
+        return {}
+    drawn = draw_mistakes(tasks, fraction, "recovery", seed, env_config.limits)
+    return {task_id: mistake.sql for task_id, mistake in drawn.items()}
 
 
 def demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlEnvConfig,
-                   recovery_fraction: float = 0.0, seed: int = 0) -> list[list[Message]]:
+                   recovery_fraction: float = 0.0, seed: int = 0, reflection_fraction: float = 0.0,
+                   tokenizer=None) -> list[list[Message]]:
     """One conversation per task: the opening, then the oracle's replies and the observations;
-    `recovery_fraction` of them (drawn with `seed`) open with a mistaken statement and its error."""
+    `recovery_fraction` of them (drawn with `seed`) open with a mistaken statement and its error.
+    `reflection_fraction` of them (their own draw) give three: a failed trial, its reflection and the
+    retry (see the module docstring; needs `tokenizer`, the one the rollouts use)."""
+    if not 0.0 <= recovery_fraction <= 1.0:  # refused before any episode is played
+        recovery_mistakes(tasks, recovery_fraction, seed, env_config)
+    chosen = reflection_mistakes(tasks, reflection_fraction, seed, env_config)
+    reflected: dict[str, tuple[Trajectory, Trajectory]] = {}
+    if chosen:
+        if tokenizer is None:
+            raise ValueError("reflection demonstrations need the tokenizer (the engine's reflection prompts are "
+                             "token ids); pass tokenizer=, or set reflection_fraction=0")
+        reflected = play_reflections([t for t in tasks if t.task_id in chosen], chosen, user, env_config,
+                                     tokenizer)
+    plain_tasks = [t for t in tasks if t.task_id not in reflected]
+    plain = iter(_plain_demonstrations(plain_tasks, user, env_config, recovery_fraction, seed))
+    env = SqlEnv(env_config)
+    conversations = []
+    for task in tasks:  # in the tasks' order, each task's conversations together
+        if task.task_id in reflected:
+            conversations += reflection_conversations(task, *reflected[task.task_id], user, env, tokenizer)
+        else:
+            conversations.append(next(plain))
+    env.close()
+    return conversations
+
+
+def _plain_demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlEnvConfig,
+                          recovery_fraction: float, seed: int) -> list[list[Message]]:
+    """One conversation per task, `recovery_fraction` of them opening with a mistake (see `demonstrations`)."""
+    if not tasks:
+        return []
     mistakes = recovery_mistakes(tasks, recovery_fraction, seed, env_config)
     engine = RolloutEngine(env_config, RolloutConfig(checker="off", assistant=SamplingSettings(1, 0.0)),
                            assistant=ScriptedReplies(lambda: OracleAgent(query_first=True, mistakes=mistakes)))

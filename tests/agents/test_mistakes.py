@@ -38,7 +38,7 @@ def test_each_kind_errors_in_the_environment_and_leaves_the_table_unchanged(kind
         if not statements:
             continue
         applicable += 1
-        sql = rng.choice(statements)
+        sql = rng.choice(statements).sql
         gold = mistakes.gold_statement(task)
         assert sql != gold
         error = mistakes.rejection(task, sql)
@@ -58,9 +58,10 @@ def test_each_kind_errors_in_the_environment_and_leaves_the_table_unchanged(kind
 
 def test_error_texts_are_the_mysql_ones_the_dev_failures_show():
     task = next(t for t in TASKS if " " in t.table_name and not t.is_mutation)
-    sql = mistakes.candidates(task, "table")[0]
+    sql = mistakes.candidates(task, "table")[0].sql
     assert mistakes.rejection(task, sql).startswith("1146 (42S02): Table ")
-    unknown = [mistakes.rejection(t, s) for t in TASKS if not t.is_mutation for s in mistakes.candidates(t, "column")]
+    selects = [t for t in TASKS if not t.is_mutation]
+    unknown = [mistakes.rejection(t, m.sql) for t in selects for m in mistakes.candidates(t, "column")]
     assert any(e and e.startswith("1054 (42S22): Unknown column ") for e in unknown)
 
 
@@ -68,15 +69,16 @@ def test_a_mistake_that_runs_is_refused():
     # `Mountain range` unquoted reads as column Mountain with the alias `range`: it runs, so it is no mistake.
     task = next(t for t in generate_tasks(200, 0, "dbbench") if t.gold_query and "`Mountain range`" in t.gold_query)
     sql = task.gold_query.replace("`Mountain range`", "Mountain range")
-    assert sql in mistakes.candidates(task, "unquoted")
+    assert sql in [m.sql for m in mistakes.candidates(task, "unquoted")]
     assert mistakes.rejection(task, sql) is None
-    assert mistakes.checked_mistake(task, random.Random(0)) not in (None, sql)
+    drawn = mistakes.checked_mistake(task, random.Random(0))
+    assert drawn is not None and drawn.sql != sql
 
 
 def test_mutation_mistakes_never_change_the_table():
     for task in [t for t in TASKS if t.is_mutation]:
         for kind in mistakes.KINDS:
-            for sql in mistakes.candidates(task, kind)[:3]:
+            for sql in [m.sql for m in mistakes.candidates(task, kind)[:3]]:
                 if mistakes.rejection(task, sql) is not None:
                     assert table_state(task, [sql]) == table_state(task, [])
 
@@ -93,9 +95,10 @@ def test_dev_tasks_mistakes_error_without_side_effects(dev_tasks):
     rng = random.Random(0)
     found = 0
     for task in dev_tasks:
-        sql = mistakes.checked_mistake(task, rng)
-        if sql is None:
+        mistake = mistakes.checked_mistake(task, rng)
+        if mistake is None:
             continue
+        sql = mistake.sql
         found += 1
         (info,), _ = env_episode(task, [sql])
         assert info["error"] is not None
@@ -114,7 +117,7 @@ def test_tasks_without_a_gold_statement_get_none():
 
 def test_oracle_sends_the_mistake_then_the_gold_statement():
     task = next(t for t in TASKS if t.is_mutation)
-    sql = mistakes.checked_mistake(task, random.Random(1))
+    sql = mistakes.checked_mistake(task, random.Random(1)).sql
     oracle = OracleAgent(query_first=True, mistakes={task.task_id: sql})
     oracle.begin(task)
     assert [oracle.act(()), oracle.act(()), oracle.act(())] == [
@@ -125,3 +128,18 @@ def test_oracle_sends_the_mistake_then_the_gold_statement():
         OracleAgent(query_first=False, mistakes={select.task_id: "SELECT 1"}).begin(select)
     plain.begin(task)  # mutations run their gold SQL whatever query_first says
     assert plain.act(()) == operation_reply(sql)
+
+
+def test_each_mistake_names_what_is_wrong():
+    seen = set()
+    for task in TASKS:
+        for kind in mistakes.KINDS:
+            for m in mistakes.candidates(task, kind):
+                assert m.kind == kind and m.wrong in m.sql
+                assert m.right == task.table_name if kind == "table" else m.right in task.columns
+                assert (m.wrong == m.right) == (kind == "unquoted")
+        drawn = mistakes.checked_mistake(task, random.Random(task.task_id))
+        if drawn is not None:
+            seen.add(drawn.kind)
+            assert mistakes.rejection(task, drawn.sql) is not None
+    assert seen == set(mistakes.KINDS)

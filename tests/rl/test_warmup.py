@@ -89,7 +89,32 @@ def test_the_cmat_run_reads_train_recovery_fraction(tmp_path, monkeypatch):
     with pytest.raises(Stop):
         loop.CmatRun(small_config(tmp_path, **{"train.recovery_fraction": 1.0}))
     (kwargs, conversations), = made
-    assert kwargs == {"recovery_fraction": 1.0, "seed": 0}
+    tokenizer = kwargs.pop("tokenizer")
+    assert kwargs == {"recovery_fraction": 1.0, "seed": 0, "reflection_fraction": 0.0}
+    assert tokenizer is not None
     # The training tasks whose oracle runs a statement open with an untrained mistake and its error.
     recovering = [c for c in conversations if len(c) == 8]
     assert recovering and all(c[3].loss is False for c in recovering)
+
+
+def test_the_cmat_run_reads_train_reflection_fraction(tmp_path, monkeypatch):
+    from cmat_jax.rl import loop
+    from tests.rl.test_cmat_loop import small_config
+
+    class Stop(Exception):
+        pass
+
+    made = []
+
+    def recorded(*args, **kwargs):  # the real demonstrations with the run's tokenizer, then stop
+        made.append((kwargs, warmup.demonstrations(*args, **kwargs)))
+        raise Stop
+
+    monkeypatch.setattr(loop, "demonstrations", recorded)
+    with pytest.raises(Stop):
+        loop.CmatRun(small_config(tmp_path, **{"train.reflection_fraction": 1.0}))
+    (kwargs, conversations), = made
+    assert kwargs["reflection_fraction"] == 1.0 and kwargs["tokenizer"] is not None
+    # Reflection tasks give a plan conversation: the engine's reflection prompt and the trained plan.
+    plans = [c for c in conversations if len(c) == 2]
+    assert plans and all(c[1].trains and c[1].content.startswith("The statement ") for c in plans)
