@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from cmat_jax.agents.oracle import operation_reply
 from cmat_jax.envs.sql import dialect, grading, mysql_text
 from cmat_jax.envs.sql.checker import Checker
-from cmat_jax.envs.sql.database import EpisodeDatabase, Limits, MysqlError, build_image, truncate
+from cmat_jax.envs.sql.database import EpisodeDatabase, Limits, build_image, truncate
+from cmat_jax.envs.sql.mysql_errors import MysqlError
 from cmat_jax.envs.sql.deadline import WATCHDOG, StatementTimeout
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
 from tests.envs.sql_helpers import make_task

@@ -31,6 +31,7 @@ from sqlglot import exp
 
 from cmat_jax.envs.sql import allowlist, dialect, linear_functions, mysql_functions, mysql_text
 from cmat_jax.envs.sql.deadline import WATCHDOG, Deadline, StatementTimeout
+from cmat_jax.envs.sql.mysql_errors import TIMEOUT_TEXT, MysqlError, mysql_error, value_too_long
 from cmat_jax.envs.sql.tasks import SqlTask
 
 TRUNCATION_MARK = "[TRUNCATED]"  # DBBench appends it to results cut at 800 characters
@@ -51,7 +52,6 @@ _DENIABLE_ACTIONS = (
 )  # fmt: skip
 _ACTION_NAMES = {getattr(sqlite3, "SQLITE_" + name): name.replace("_", " ") for name in _DENIABLE_ACTIONS}
 _TABLE_ACTIONS = (sqlite3.SQLITE_READ, sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE)
-_TIMEOUT_TEXT = "3024 (HY000): Query execution was interrupted, maximum statement execution time exceeded"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,13 +105,6 @@ class Execution:
     # None on success, else the kind of error: syntax, empty, multiple, unsupported, table, column,
     # function, timeout, memory, denied, or sqlite (any other error SQLite reports).
     error: str | None = None
-
-
-class MysqlError(Exception):
-    def __init__(self, text: str, kind: str):
-        super().__init__(text)
-        self.text = text
-        self.kind = kind
 
 
 def _schema_state(task: SqlTask) -> str:
@@ -220,7 +213,7 @@ class EpisodeDatabase:
                 deadline.check()
                 return function(*args)
             except StatementTimeout:
-                self._callback_error = MysqlError(_TIMEOUT_TEXT, "timeout")
+                self._callback_error = MysqlError(TIMEOUT_TEXT, "timeout")
                 raise
             except linear_functions.ValueTooLong:
                 self._callback_error = self._callback_error or self._too_long_error()
@@ -254,7 +247,7 @@ class EpisodeDatabase:
             raise
 
     def _too_long_error(self) -> MysqlError:
-        return MysqlError(f"1105 (HY000): a value would exceed {self.limits.max_value_bytes} bytes", "memory")
+        return value_too_long(self.limits.max_value_bytes)
 
     def _authorize(self, action, arg1, arg2, db_name, _trigger):
         if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
@@ -408,47 +401,10 @@ class EpisodeDatabase:
         return truncate(text, self.limits.max_output_chars)
 
     def _as_mysql_error(self, error: Exception, parsed: dialect.ParsedSql) -> MysqlError:
-        """SQLite's error, in the words MySQL would use where there is a MySQL counterpart."""
-        message = str(error)
-        statement = parsed.statements[0] if parsed.statements else None
-        database = self.image.database
-        if isinstance(error, MemoryError):
-            return MysqlError("1105 (HY000): the statement needs more memory than this database allows", "memory")
-        if message == "interrupted" or isinstance(error, StatementTimeout):
-            return MysqlError(_TIMEOUT_TEXT, "timeout")
-        if message == "user-defined function raised exception" and self._callback_error is not None:
-            return self._callback_error
-        if "not authorized" in message or "authorization denied" in message or message.endswith("is prohibited"):
-            denial = self._denial or "this operation is not permitted in this database"
-            return MysqlError(f"1142 (42000): {denial}", "denied")
-        if message == "database or disk is full":  # max_page_count reached; the statement was undone
-            return MysqlError(f"1114 (HY000): The table '{self.image.table}' is full", "memory")
-        if message.startswith("no such column: "):
-            column = message.removeprefix("no such column: ")
-            clause = dialect.column_clause(statement, column) if statement is not None else "field list"
-            return MysqlError(f"1054 (42S22): Unknown column '{column}' in '{clause}'", "column")
-        insert_column = re.fullmatch(r"table .* has no column named (.*)", message, flags=re.DOTALL)
-        if insert_column:  # an INSERT's column list
-            return MysqlError(f"1054 (42S22): Unknown column '{insert_column.group(1)}' in 'field list'", "column")
-        if message.startswith("no such table: "):
-            table = message.removeprefix("no such table: ").rsplit(".", 1)[-1]
-            return MysqlError(f"1146 (42S02): Table '{database}.{table}' doesn't exist", "table")
-        syntax = re.fullmatch(r'near "(.*)": syntax error', message, flags=re.DOTALL)
-        if syntax:  # SQL that sqlglot accepts but SQLite does not (e.g. an unquoted keyword as a name)
-            start = parsed.sql.lower().find(syntax.group(1).lower())
-            near = parsed.sql[start:] if start >= 0 else syntax.group(1)
-            return MysqlError(dialect.syntax_error_text(dialect.SyntaxProblem(message, 1, near)), "syntax")
-        if message.startswith("no such function: "):
-            function = message.removeprefix("no such function: ")
-            return MysqlError(f"1305 (42000): FUNCTION {database}.{function} does not exist", "function")
-        if "values were supplied" in message or "values for" in message:
-            return MysqlError("1136 (21S01): Column count doesn't match value count at row 1", "sqlite")
-        if message.startswith("LIKE or GLOB pattern too complex"):
-            return MysqlError(f"1105 (HY000): LIKE patterns longer than {mysql_text.LIKE_PATTERN_LIMIT} characters "
-                              "are not supported here", "memory")
-        if message.startswith("string or blob too big"):
-            return self._too_long_error()
-        return MysqlError(f"1105 (HY000): {message}", "sqlite")
+        """SQLite's error in MySQL's words (mysql_errors.py), with what this statement's callbacks recorded."""
+        return mysql_error(error, parsed, database=self.image.database, table=self.image.table,
+                           callback_error=self._callback_error, denial=self._denial,
+                           max_value_bytes=self.limits.max_value_bytes)
 
     # -- grading -------------------------------------------------------------------------------
 
@@ -470,7 +426,7 @@ class EpisodeDatabase:
             cursor.execute(f"SELECT * FROM {dialect.quote_identifier(self.image.table)}")
             while True:
                 if self._deadline.passed():
-                    raise MysqlError(_TIMEOUT_TEXT, "timeout")
+                    raise MysqlError(TIMEOUT_TEXT, "timeout")
                 rows = cursor.fetchmany(_FETCH_BATCH)
                 if not rows:
                     return

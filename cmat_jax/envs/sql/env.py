@@ -20,7 +20,8 @@ from cmat_jax.chat import ASSISTANT, USER, Message
 from cmat_jax.envs.base import Step
 from cmat_jax.envs.sql import grading
 from cmat_jax.envs.sql.checker import Checker, Verdict
-from cmat_jax.envs.sql.database import EpisodeDatabase, Limits, MysqlError, TableImage, build_image
+from cmat_jax.envs.sql.database import EpisodeDatabase, Limits, TableImage, build_image
+from cmat_jax.envs.sql.mysql_errors import MysqlError
 from cmat_jax.envs.sql.dialect import parse_mysql
 from cmat_jax.envs.sql.tasks import SqlTask
 
