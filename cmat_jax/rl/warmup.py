@@ -25,6 +25,7 @@ from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.mistakes import draw_mistakes
 from cmat_jax.agents.oracle import OracleAgent
 from cmat_jax.agents.replies import SamplingSettings, ScriptedReplies
+from cmat_jax.agents.trajectory import Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.chat import ASSISTANT, USER, Message
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig

@@ -3,7 +3,6 @@ transformers) give the same logits as cmat_jax itself."""
 
 from __future__ import annotations
 
-import os
 
 import jax.numpy as jnp
 import numpy as np
