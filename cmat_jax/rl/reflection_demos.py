@@ -52,9 +52,6 @@ def reflection_mistakes(tasks: Sequence[SqlTask], fraction: float, seed: int,
                         env_config: SqlEnvConfig) -> dict[str, Mistake]:
     """Task id -> the confirmed mistake trial 1 makes, for the share `fraction` of the tasks (each task's own
     seeded draw, independent of the recovery draw); tasks with no confirmed mistake get none."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"reflection_fraction must be in [0, 1] (the share of tasks played as a failed trial, "
-                         f"a reflection and a retry), found {fraction}")
     if env_config.max_rounds < 2:  # each trial needs a statement and an answer
         return {}
     return draw_mistakes(tasks, fraction, "reflection", seed, env_config.limits)

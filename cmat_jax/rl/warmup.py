@@ -34,13 +34,14 @@ from cmat_jax.fileio import write_text_atomic
 from cmat_jax.rl.reflection_demos import play_reflections, reflection_conversations, reflection_mistakes
 
 
+_SHARES = {"recovery_fraction": "the share of tasks played with a mistaken first statement",
+           "reflection_fraction": "the share of tasks played as a failed trial, its reflection and the retry"}
+
+
 def recovery_mistakes(tasks: Sequence[SqlTask], fraction: float, seed: int,
                       env_config: SqlEnvConfig) -> dict[str, str]:
     """Task id -> mistaken first statement for the share `fraction` of the tasks (each task's own seeded draw,
     so a task's choice does not depend on the others); tasks with no confirmed mistake get none."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"recovery_fraction must be in [0, 1] (the share of tasks played with a mistaken first "
-                         f"statement), found {fraction}")
     if env_config.max_rounds < 2:  # the fix needs a second statement
         return {}
     drawn = draw_mistakes(tasks, fraction, "recovery", seed, env_config.limits)
@@ -54,8 +55,9 @@ def demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlEnvConfi
     `recovery_fraction` of them (drawn with `seed`) open with a mistaken statement and its error.
     `reflection_fraction` of them (their own draw) give three: a failed trial, its reflection and the
     retry (see the module docstring; needs `tokenizer`, the one the rollouts use)."""
-    if not 0.0 <= recovery_fraction <= 1.0:  # refused before any episode is played
-        recovery_mistakes(tasks, recovery_fraction, seed, env_config)
+    for name, value in (("recovery_fraction", recovery_fraction), ("reflection_fraction", reflection_fraction)):
+        if not 0.0 <= value <= 1.0:  # refused before any episode is played
+            raise ValueError(f"{name} must be in [0, 1] ({_SHARES[name]}), found {value}")
     chosen = reflection_mistakes(tasks, reflection_fraction, seed, env_config)
     reflected: dict[str, tuple[Trajectory, Trajectory]] = {}
     if chosen:
