@@ -9,6 +9,7 @@ default, below): DBBench episodes through the whole engine against a transformer
 episode turn at a time.
 
   python bench/bench_rollout.py --workload synthetic --preset smollm2_135m --batch 64,256
+  python bench/bench_rollout.py --workload synthetic --preset codellama_7b --batch 64 --max-batch  # + largest batch
   python bench/bench_rollout.py --workload synthetic --preset tiny --dtype float32 --batch 4 --opening 16 \
       --turns 2 --max-new-tokens 3 --observation 4 --group-size 2   # CPU smoke
 
@@ -117,6 +118,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--turns", type=int, default=5, help="synthetic: turns per episode")
     p.add_argument("--observation", type=int, default=64, help="synthetic: ids of each observation")
     p.add_argument("--modes", default="persistent,reprefill", help="synthetic: the cmat_jax sides to measure")
+    p.add_argument("--unroll-decode-layers", action="store_true",
+                   help="synthetic: decode with the layers unrolled (SamplerConfig.unroll_decode_layers)")
+    p.add_argument("--max-batch", action="store_true",
+                   help="synthetic: also search the largest batch whose persistent-slot rollout fits in device "
+                   "memory, from the largest --batch up (one whole rollout per try)")
     p.add_argument("--temperature", type=float, default=1.0, help="Assistant sampling temperature (0 = greedy)")
     p.add_argument("--max-rounds", type=int, default=4, help="statements per episode (DBBench: 15)")
     p.add_argument("--checker", default="static+learned", choices=CHECKER_MODES)
@@ -536,12 +542,23 @@ def synthetic_workloads(args) -> list:
 
 
 def run_synthetic_ours(args) -> dict:
-    """{batch: {mode: result}} for every --batch and --modes, one model."""
-    from bench.rollout_synthetic import run_ours
+    """{batch: {mode: result}} for every --batch and --modes, one model; with --max-batch also
+    {"largest_batch": {...}} (bench/rollout_synthetic.largest_batch)."""
+    import jax
 
+    from bench.rollout_synthetic import largest_batch, run_ours
+
+    if args.max_batch and jax.default_backend() == "cpu":
+        raise SystemExit("--max-batch searches an accelerator's memory; on CPU it would grow until the host runs "
+                         "out of memory: drop it")
     model = build_model(args)
-    return {w.batch: {mode: run_ours(model, w, mode, args.seed) for mode in args.modes}
-            for w in synthetic_workloads(args)}
+    out = {w.batch: {mode: run_ours(model, w, mode, args.seed, args.unroll_decode_layers) for mode in args.modes}
+           for w in synthetic_workloads(args)}
+    if args.max_batch:
+        template = max(synthetic_workloads(args), key=lambda w: w.batch)
+        out["largest_batch"] = largest_batch(model, lambda b: dataclasses.replace(template, batch=b),
+                                             max(args.batch), args.seed, args.unroll_decode_layers)
+    return out
 
 
 def run_synthetic_peer(args) -> dict:
@@ -575,6 +592,10 @@ def synthetic_main(args, argv: list[str]) -> None:
           f"({info['cpu_cores']} CPU cores); " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     for workload in synthetic_workloads(args):
         print_results(args.preset, workload, ours[workload.batch], None if peer is None else peer[str(workload.batch)])
+    if "largest_batch" in ours:
+        found = ours["largest_batch"]
+        print(f"largest batch with persistent slots: {found['largest']} (first failure at {found['first_failure']}); "
+              "tried: " + ", ".join(f"{b}: {r if r == 'fits' else 'out of memory'}" for b, r in found["tried"].items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"command": shlex.join(["python", "bench/bench_rollout.py", *argv]), "machine": info,

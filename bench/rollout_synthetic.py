@@ -15,7 +15,9 @@ Sides (the JAX ones measured on a second rollout, after a first one with another
 
 Reported: episodes/s, new tokens/s, compiled programs, peak device memory, and per turn the prefill time
 (synchronised after the prefill; for slots: repack, shared and appended blocks), the decode time and the ids
-prefilled. Also a checksum of every sampled id, so the two JAX sides can be compared.
+prefilled. Also a checksum of every sampled id, so the two JAX sides can be compared. With --max-batch, the
+largest batch whose persistent-slot rollout fits in device memory (`largest_batch`); --unroll-decode-layers
+runs both JAX sides with SamplerConfig.unroll_decode_layers.
 """
 
 from __future__ import annotations
@@ -84,55 +86,102 @@ def summary(workload: Workload, total_s: float, per_turn: list[dict], replies, *
 # -- cmat_jax --------------------------------------------------------------------------------
 
 
-def run_ours(model, workload: Workload, mode: str, seed: int) -> dict:
-    """One mode's measured rollout (after a warm-up rollout with another key)."""
+def play(sampler, slots, state, workload: Workload, key) -> tuple[float, list]:
+    """One rollout of every episode of the workload; returns its wall time and the sampled ids per turn."""
     import jax
 
-    from bench.common import peak_memory_gib
+    conversations = workload.openings()
+    replies = []
+    start = time.perf_counter()
+    for turn in range(workload.turns):
+        keys = jax.random.split(jax.random.fold_in(key, turn), workload.batch)
+        kwargs = dict(key=keys, temperature=1.0, eos_ids=())
+        if slots is None:
+            result = sampler.generate(state, conversations, workload.new_tokens, **kwargs)
+        else:
+            result = slots.generate(state, range(workload.batch), conversations, workload.new_tokens, **kwargs)
+        replies.append(result.token_ids)
+        conversations = [c + ids + workload.observation_ids(e, turn)
+                         for e, (c, ids) in enumerate(zip(conversations, result.token_ids))]
+    return time.perf_counter() - start, replies
+
+
+def make_sampler(model, workload: Workload, mode: str, unroll: bool):
     from cmat_jax.sampling.sampler import Sampler, SamplerConfig
     from cmat_jax.sampling.slots import SlotSampler
+
+    sampler = Sampler(model, SamplerConfig(max_len=workload.max_len + 64, time_phases=True,
+                                           unroll_decode_layers=unroll))
+    return sampler, (SlotSampler(sampler) if mode == "persistent" else None)
+
+
+def run_ours(model, workload: Workload, mode: str, seed: int, unroll: bool = False) -> dict:
+    """One mode's measured rollout (after a warm-up rollout with another key)."""
+    import jax
     from flax import nnx
 
-    sampler = Sampler(model, SamplerConfig(max_len=workload.max_len + 64, time_phases=True))
-    slots = SlotSampler(sampler) if mode == "persistent" else None
+    from bench.common import peak_memory_gib
+
+    sampler, slots = make_sampler(model, workload, mode, unroll)
     state = nnx.state(model)
 
-    cache_shape = [None]
-
-    def rollout(key) -> tuple[float, list]:
-        conversations = workload.openings()
-        replies = []
-        start = time.perf_counter()
-        for turn in range(workload.turns):
-            keys = jax.random.split(jax.random.fold_in(key, turn), workload.batch)
-            kwargs = dict(key=keys, temperature=1.0, eos_ids=())
-            if slots is None:
-                result = sampler.generate(state, conversations, workload.new_tokens, **kwargs)
-            else:
-                result = slots.generate(state, range(workload.batch), conversations, workload.new_tokens, **kwargs)
-            replies.append(result.token_ids)
-            conversations = [c + ids + workload.observation_ids(e, turn)
-                             for e, (c, ids) in enumerate(zip(conversations, result.token_ids))]
-        total_s = time.perf_counter() - start
+    def rollout(key) -> tuple[float, list, Optional[tuple]]:
+        total_s, replies = play(sampler, slots, state, workload, key)
+        cache_shape = None
         if slots is not None:
-            cache_shape[0] = slots.cache_shape
+            cache_shape = slots.cache_shape
             slots.clear()
-        return total_s, replies
+        return total_s, replies, cache_shape
 
-    first_s, _ = rollout(jax.random.key(seed + 1))
+    first_s, _, _ = rollout(jax.random.key(seed + 1))
     compiled, sampler.phase_times = sampler.num_compiles, []
     if slots is not None:
         slots.stats = type(slots.stats)()  # count the measured rollout only
-    total_s, replies = rollout(jax.random.key(seed))
+    total_s, replies, cache_shape = rollout(jax.random.key(seed))
     per_turn = [dict(prefill_s=p.prefill_s, decode_s=p.decode_s, prefill_tokens=p.prefill_tokens,
                      cache_slots=p.cache_slots) for p in sampler.phase_times]
     extra = dict(warmup_s=first_s - total_s, programs_compiled=sampler.num_compiles,
                  programs_compiled_while_measured=sampler.num_compiles - compiled, peak_memory_gib=peak_memory_gib())
     if slots is not None:
-        rows, size = cache_shape[0]
+        rows, size = cache_shape
         extra.update(slot_stats=dataclasses.asdict(slots.stats), cache_rows=rows, cache_slots=size,
                      bytes_per_slot_row=slots.bytes_per_row(size), cache_gib=rows * slots.bytes_per_row(size) / 2**30)
     return summary(workload, total_s, per_turn, replies, **extra)
+
+
+def fits(model, workload: Workload, seed: int, unroll: bool = False) -> tuple[bool, str]:
+    """Whether one persistent-slot rollout of the workload runs in device memory; (False, the error) if not."""
+    import gc
+
+    import jax
+    from flax import nnx
+
+    sampler, slots = make_sampler(model, workload, "persistent", unroll)
+    try:
+        play(sampler, slots, nnx.state(model), workload, jax.random.key(seed))
+        return True, ""
+    except Exception as e:  # XLA reports an allocation failure (also one while autotuning) as RESOURCE_EXHAUSTED
+        failure = next((line for line in str(e).splitlines() if "RESOURCE_EXHAUSTED" in line), None)
+        if failure is None:
+            raise
+        return False, failure.strip()[:200]
+    finally:
+        del sampler, slots
+        gc.collect()
+
+
+def largest_batch(model, workload_at, fitted: int, seed: int, unroll: bool = False) -> dict:
+    """The largest batch whose persistent-slot rollout fits, searched from `fitted` (a batch that did): doubling
+    until a rollout fails, then halving the gap between the last fit and the first failure until it is at most
+    an eighth of the last fit. Each try plays one whole rollout (the cache is largest in the last turn)."""
+    group = workload_at(fitted).group_size
+    low, high, tried = fitted, None, {}
+    while high is None or high - low > max(group, low // 8):
+        batch = low * 2 if high is None else (low + high) // 2 // group * group
+        ok, error = fits(model, workload_at(batch), seed, unroll)
+        tried[batch] = "fits" if ok else error
+        low, high = (batch, high) if ok else (low, batch)
+    return dict(largest=low, first_failure=high, tried=tried)
 
 
 # -- transformers ----------------------------------------------------------------------------

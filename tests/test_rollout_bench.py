@@ -71,3 +71,30 @@ def test_bench_rollout_synthetic_workload_runs_on_the_tiny_preset(tmp_path):
     for side in (persistent, reprefill, peer):
         assert side["episodes"] == 4 and abs(side["new_tokens_per_s"] * side["total_s"] - 4 * 2 * 3) < 1e-6
     assert persistent["programs_compiled"] > 0 and persistent["programs_compiled_while_measured"] == 0
+
+
+def test_largest_batch_doubles_then_bisects(monkeypatch):
+    import dataclasses
+
+    from bench import rollout_synthetic
+
+    tried = []
+
+    def fits(model, workload, seed, unroll=False):
+        tried.append(workload.batch)
+        return (True, "") if workload.batch <= 100 else (False, "RESOURCE_EXHAUSTED: Out of memory")
+
+    monkeypatch.setattr(rollout_synthetic, "fits", fits)
+    template = rollout_synthetic.Workload(8, 4, 16, 2, 3, 4, 1024, 0)
+    found = rollout_synthetic.largest_batch(None, lambda b: dataclasses.replace(template, batch=b), 8, seed=0)
+    # Doubling to the first failure (128), then halving the gap (in multiples of the group) until it is at most
+    # an eighth of the last fit (104 - 96 <= 96 / 8).
+    assert tried == [16, 32, 64, 128, 96, 112, 104]
+    assert found["largest"] == 96 and found["first_failure"] == 104
+    assert found["tried"][128].startswith("RESOURCE_EXHAUSTED") and found["tried"][96] == "fits"
+
+
+def test_the_largest_batch_search_is_refused_on_cpu(tmp_path):
+    proc = run(tmp_path, "--workload", "synthetic", "--batch", "4", "--group-size", "2", "--opening", "16",
+               "--turns", "2", "--max-new-tokens", "3", "--observation", "4", "--no-peer", "--max-batch")
+    assert proc.returncode != 0 and "--max-batch searches an accelerator's memory" in proc.stderr
