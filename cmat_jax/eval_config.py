@@ -94,6 +94,7 @@ def default_config() -> config_dict.ConfigDict:
     c.sampling.checker_max_new_tokens = 64  # per learned-Checker verdict
     c.sampling.max_len = 0  # prompt + new tokens per sampler row; 0: the model's context
     c.sampling.batch_size = 0  # rows per sampler pass; 0: every live episode in one pass
+    c.sampling.unroll_decode_layers = False  # as rollout.unroll_decode_layers in a train config
 
     c.max_rounds = 15  # statements per episode (DBBench v0.2's setting)
     c.timeout_s = 2.0  # wall clock per statement

@@ -88,7 +88,8 @@ def make_players(config: ml_collections.ConfigDict, settings: eval_config.Settin
     mesh = sharding_lib.make_mesh(1, -1, 1)  # the weights sharded over every device (fsdp)
     model, tokenizer, description = load_model(config, settings.source, mesh)
     s = config.sampling
-    sampler_config = SamplerConfig(max_len=int(s.max_len) or None, max_batch=int(s.batch_size) or None)
+    sampler_config = SamplerConfig(max_len=int(s.max_len) or None, max_batch=int(s.batch_size) or None,
+                                   unroll_decode_layers=bool(s.unroll_decode_layers))
     sampler = Sampler(model, sampler_config, mesh=mesh)
     assistant = ModelReplies(sampler, tokenizer)
     checker, checker_state = assistant, nnx.state(model)

@@ -176,8 +176,9 @@ class CmatRun:
 
     def _build_engines(self) -> None:
         c = self.config
-        sampler = Sampler(self.state.model(ASSISTANT_ROLE), SamplerConfig(max_len=int(c.rollout.max_len)),
-                          mesh=self.state.mesh)
+        sampler_config = SamplerConfig(max_len=int(c.rollout.max_len),
+                                       unroll_decode_layers=bool(c.rollout.unroll_decode_layers))
+        sampler = Sampler(self.state.model(ASSISTANT_ROLE), sampler_config, mesh=self.state.mesh)
         replies = ModelReplies(sampler, self.tokenizer)
         learned = "learned" in c.checker.mode
         trials = int(c.reflection.trials)

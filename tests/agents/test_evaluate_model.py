@@ -161,3 +161,17 @@ def test_ambiguous_or_ignored_model_settings_are_refused(tmp_path, overrides, me
 def test_an_unknown_preset_is_one_clear_error(tmp_path):
     with pytest.raises(ValueError, match="unknown model preset 'huge'"):
         evaluate.evaluate(tiny_eval_config(tmp_path / "out", **{"model.preset": "huge"}))
+
+
+def test_sampling_unroll_decode_layers_reaches_the_sampler(tmp_path, monkeypatch):
+    class Stop(Exception):
+        pass
+
+    def recorded(model, config, mesh=None):
+        raise Stop(config)
+
+    monkeypatch.setattr(evaluate, "Sampler", recorded)
+    for unroll in (False, True):
+        with pytest.raises(Stop) as stopped:
+            evaluate.evaluate(tiny_eval_config(tmp_path / str(unroll), **{"sampling.unroll_decode_layers": unroll}))
+        assert stopped.value.args[0].unroll_decode_layers is unroll
