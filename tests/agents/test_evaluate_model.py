@@ -163,15 +163,11 @@ def test_an_unknown_preset_is_one_clear_error(tmp_path):
         evaluate.evaluate(tiny_eval_config(tmp_path / "out", **{"model.preset": "huge"}))
 
 
+
 def test_sampling_unroll_decode_layers_reaches_the_sampler(tmp_path, monkeypatch):
-    class Stop(Exception):
-        pass
+    from tests.sampler_capture import sampler_config_of
 
-    def recorded(model, config, mesh=None):
-        raise Stop(config)
-
-    monkeypatch.setattr(evaluate, "Sampler", recorded)
     for unroll in (False, True):
-        with pytest.raises(Stop) as stopped:
-            evaluate.evaluate(tiny_eval_config(tmp_path / str(unroll), **{"sampling.unroll_decode_layers": unroll}))
-        assert stopped.value.args[0].unroll_decode_layers is unroll
+        config = tiny_eval_config(tmp_path / str(unroll), **{"sampling.unroll_decode_layers": unroll})
+        built = sampler_config_of(monkeypatch, evaluate, lambda: evaluate.evaluate(config))
+        assert built.unroll_decode_layers is unroll

@@ -158,17 +158,11 @@ def test_evaluate_plays_a_cmat_workdir_with_each_roles_adapter(tmp_path, two_rol
     assert metrics["model"]["mode"] == "cmat" and metrics["episodes"] == 2
 
 
+
 def test_the_cmat_run_reads_rollout_unroll_decode_layers(tmp_path, monkeypatch):
     from cmat_jax.rl import loop
+    from tests.sampler_capture import sampler_config_of
 
-    class Stop(Exception):
-        pass
-
-    def recorded(model, config, mesh=None):
-        raise Stop(config)
-
-    monkeypatch.setattr(loop, "Sampler", recorded)
     for unroll in (False, True):
-        with pytest.raises(Stop) as stopped:
-            loop.CmatRun(small_config(tmp_path / str(unroll), **{"rollout.unroll_decode_layers": unroll}))
-        assert stopped.value.args[0].unroll_decode_layers is unroll
+        config = small_config(tmp_path / str(unroll), **{"rollout.unroll_decode_layers": unroll})
+        assert sampler_config_of(monkeypatch, loop, lambda: loop.CmatRun(config)).unroll_decode_layers is unroll
