@@ -72,7 +72,9 @@ def test_a_fraction_outside_zero_to_one_is_refused():
         check_config(config)
 
 
-def test_the_cmat_run_reads_train_recovery_fraction(tmp_path, monkeypatch):
+def demonstrations_of_a_cmat_run(tmp_path, monkeypatch, **overrides):
+    """(kwargs, conversations) of the warm-start demonstrations a CmatRun with `overrides` asks for: the real
+    demonstrations with the run's arguments, then the run stops before its model is built."""
     from cmat_jax.rl import loop
     from tests.rl.test_cmat_loop import small_config
 
@@ -81,14 +83,19 @@ def test_the_cmat_run_reads_train_recovery_fraction(tmp_path, monkeypatch):
 
     made = []
 
-    def recorded(*args, **kwargs):  # the real demonstrations, then stop before the model is built
+    def recorded(*args, **kwargs):
         made.append((kwargs, warmup.demonstrations(*args, **kwargs)))
         raise Stop
 
     monkeypatch.setattr(loop, "demonstrations", recorded)
     with pytest.raises(Stop):
-        loop.CmatRun(small_config(tmp_path, **{"train.recovery_fraction": 1.0}))
-    (kwargs, conversations), = made
+        loop.CmatRun(small_config(tmp_path, **overrides))
+    (made_once,) = made
+    return made_once
+
+
+def test_the_cmat_run_reads_train_recovery_fraction(tmp_path, monkeypatch):
+    kwargs, conversations = demonstrations_of_a_cmat_run(tmp_path, monkeypatch, **{"train.recovery_fraction": 1.0})
     tokenizer = kwargs.pop("tokenizer")
     assert kwargs == {"recovery_fraction": 1.0, "seed": 0, "reflection_fraction": 0.0}
     assert tokenizer is not None
@@ -98,22 +105,7 @@ def test_the_cmat_run_reads_train_recovery_fraction(tmp_path, monkeypatch):
 
 
 def test_the_cmat_run_reads_train_reflection_fraction(tmp_path, monkeypatch):
-    from cmat_jax.rl import loop
-    from tests.rl.test_cmat_loop import small_config
-
-    class Stop(Exception):
-        pass
-
-    made = []
-
-    def recorded(*args, **kwargs):  # the real demonstrations with the run's tokenizer, then stop
-        made.append((kwargs, warmup.demonstrations(*args, **kwargs)))
-        raise Stop
-
-    monkeypatch.setattr(loop, "demonstrations", recorded)
-    with pytest.raises(Stop):
-        loop.CmatRun(small_config(tmp_path, **{"train.reflection_fraction": 1.0}))
-    (kwargs, conversations), = made
+    kwargs, conversations = demonstrations_of_a_cmat_run(tmp_path, monkeypatch, **{"train.reflection_fraction": 1.0})
     assert kwargs["reflection_fraction"] == 1.0 and kwargs["tokenizer"] is not None
     # Reflection tasks give a plan conversation: the engine's reflection prompt and the trained plan.
     plans = [c for c in conversations if len(c) == 2]
