@@ -25,8 +25,9 @@ What the rest of the code asks of this module:
   shards span other processes (sampler outputs);
 - `on_main(fn)`: a decision taken by process 0 alone (it may read files only it
   holds) and shared with all, errors included, so every process fails alike;
-- `check_agreement(label, value)`: stops the run when processes that must hold the
-  same host state do not;
+- `gather_objects(value)`: every process's `value` (picklable), in process order, on
+  every process; `any_process(flag)`: whether any process's flag is set (the
+  rollout engine plays each process's share of the episodes and joins them);
 - `scratch_dir()`: a private directory for files a process needs but must not
   write into the shared workdir.
 With one process every one of these is the single-process behaviour.
@@ -36,9 +37,9 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from typing import Any, Callable, Mapping, Optional
@@ -223,18 +224,26 @@ def on_main(fn: Callable[[], Any]) -> Any:
     return reply["value"]
 
 
-def check_agreement(label: str, value: Any) -> None:
-    """Stops the run (ValueError) when processes hold different `value`s (compared by a hash of repr)."""
+def gather_objects(value: Any) -> list:
+    """Every process's `value` (picklable), in process order, on every process; [value] with one process.
+
+    Every process must call it at the same point of the program (it is a collective).
+    """
     if jax.process_count() == 1:
-        return
+        return [value]
     from jax.experimental import multihost_utils
 
-    digest = np.frombuffer(hashlib.sha256(repr(value).encode()).digest()[:8], np.int32)
-    digests = multihost_utils.process_allgather(digest)
-    differ = [i for i in range(len(digests)) if not np.array_equal(digests[i], digests[0])]
-    if differ:
-        raise ValueError(f"{label} differ between processes 0 and {differ[0]}, which must hold the same host "
-                         "state; the run stops (docs/tpu.md, 'What every process computes')")
+    payload = np.frombuffer(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+    lengths = multihost_utils.process_allgather(np.asarray([payload.size], np.int64)).reshape(-1)
+    buffer = np.zeros(int(lengths.max()), np.uint8)
+    buffer[:payload.size] = payload
+    buffers = multihost_utils.process_allgather(buffer)
+    return [pickle.loads(buffers[i, :int(n)].tobytes()) for i, n in enumerate(lengths)]
+
+
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is set on any process (a collective, like gather_objects)."""
+    return any(gather_objects(bool(flag)))
 
 
 def scratch_dir() -> str:

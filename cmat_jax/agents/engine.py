@@ -36,6 +36,16 @@ episode of the trial takes its place at the next turn. A trial's episodes start
 (open their databases) at most MAX_OPEN_EPISODES at a time. Trials stay in order:
 reflections of trial t are written before any retry of trial t starts.
 
+Several processes (the hosts of a TPU slice): each process plays the episodes
+of its share of the tasks (task i goes to process i mod the process count),
+with its own environments, Checkers and prompts. Every process makes the same
+reply calls, turn by turn, until no process has a live episode; a model reply
+source joins every process's requests into one sampler call (replies.py). At
+the end, every process gets every trajectory, in the order one process gives,
+and the run's reflections go into every process's long-term memory. Each
+process's share of `slots` and of the reply source's contexts is the whole
+divided by the process count.
+
 Randomness: an episode's key is derived from the run's key, its task id, sample
 and trial, and each call folds in the role and turn. So results do not depend
 on which or how many episodes share a sampler call.
@@ -52,6 +62,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 
+from cmat_jax import distributed
 from cmat_jax.agents import prompts as prompt_lib
 from cmat_jax.agents.memory import ReflectionMemory, fit_observations, render_memory
 from cmat_jax.agents.replies import Reply, Request, SamplingSettings
@@ -185,28 +196,35 @@ class RolloutEngine:
         start = time.perf_counter()
         stats_before = dataclasses.replace(self.stats)
         self._on_finish = on_finish
-        pending = [(index, task, sample) for index, task in enumerate(tasks) for sample in range(group_size)]
-        trajectories: list[Trajectory] = []
+        memory_before = memory.state()
+        processes, process = jax.process_count(), jax.process_index()
+        pending = [(index, task, sample) for index, task in enumerate(tasks) if index % processes == process
+                   for sample in range(group_size)]
+        played: list[Trajectory] = []
         self._clear_contexts()  # cached keys and values of earlier weights are stale
         try:
             for trial in range(self.config.trials):
                 episodes = []
                 # Each open episode holds an in-memory database, and SQLite's heap cap is process-wide.
-                for first in range(0, len(pending), MAX_OPEN_EPISODES):
+                chunks = max(distributed.gather_objects(-(-len(pending) // MAX_OPEN_EPISODES)))
+                for first in range(0, chunks * MAX_OPEN_EPISODES, MAX_OPEN_EPISODES):
                     part = pending[first:first + MAX_OPEN_EPISODES]
                     chunk = [self._start(slot, index, task, sample, trial, group_size, key, memory, user)
                              for slot, (index, task, sample) in enumerate(part)]
                     self._play(chunk, weights)
                     episodes += chunk
-                trajectories += [e.trajectory for e in episodes]
+                played += [e.trajectory for e in episodes]
                 failed = [e for e in episodes if not e.trajectory.correct]
-                if trial + 1 == self.config.trials or not failed:
+                if trial + 1 == self.config.trials or not distributed.any_process(bool(failed)):
                     break
                 self._reflect(failed, weights, memory)
                 pending = [(e.trajectory.group_id, e.task, e.trajectory.sample) for e in failed]
         finally:
             self._clear_contexts()  # frees the cache's device memory for the update that follows
-        self.stats.episodes += len(trajectories)
+        trajectories = sorted((t for share in distributed.gather_objects(played) for t in share),
+                              key=lambda t: (t.trial, t.group_id, t.sample))
+        _remember(memory, memory_before, trajectories)
+        self.stats.episodes += len(played)
         self.stats.total_s += time.perf_counter() - start
         self.last_stats = _difference(self.stats, stats_before)
         return trajectories
@@ -247,7 +265,7 @@ class RolloutEngine:
             live = [e for e in live if not e.done]
             while waiting and len(live) < limit:  # a finished episode's place goes to the next waiting one
                 live.append(waiting.popleft())
-            if not live:
+            if not distributed.any_process(bool(live)):  # every process takes part in every reply call
                 return
             with self._timed("prompt_s"):
                 turn_live = [e for e in live if self._fit_prompt(e)]
@@ -260,11 +278,13 @@ class RolloutEngine:
                 self._apply(episode, turn, verdict)
 
     def _live_limit(self, episodes: int) -> int:
-        """Episodes played at once: `config.slots`, and no more contexts than persistent slots can hold."""
-        limit = self.config.slots or episodes
+        """Episodes this process plays at once: its share of `config.slots`, and of the contexts persistent
+        slots can hold (each process's episodes join one reply call)."""
+        processes = jax.process_count()
+        limit = self.config.slots // processes if self.config.slots else episodes
         capacity = getattr(self.assistant, "max_contexts", None)
         if self.config.cache == "persistent" and capacity:
-            limit = min(limit, capacity)
+            limit = min(limit, capacity // processes)
         return max(1, min(limit, episodes))
 
     def _assistant_request(self, episode: _Episode) -> Request:
@@ -324,7 +344,7 @@ class RolloutEngine:
                     continue
             if self.config.learned_checker:
                 to_learn.append((i, sql))
-        if to_learn:
+        if self.config.learned_checker:  # a call even without statements: other processes may have some
             with self._timed("learned_checker_s"):
                 self._learned_verdicts(episodes, turns, to_learn, verdicts, weights)
         return verdicts
@@ -466,6 +486,15 @@ def checker_reward(turn: Turn, trajectory: Trajectory) -> float:
     judged = trajectory.turns[turn.info["judged_turn"]]
     ran_clean = judged.info.get("executed", False) and judged.info.get("error") is None
     return float(ran_clean and trajectory.correct)
+
+
+def _remember(memory: ReflectionMemory, before: dict, trajectories: Sequence[Trajectory]) -> None:
+    """Long-term memory after a run: `before` plus the run's reflections in trial, task, sample order (with
+    several processes, each wrote only its own episodes' reflections during the run)."""
+    memory.restore(before)
+    for trajectory in trajectories:
+        for turn in trajectory.role_turns(REFLECTION_ROLE):
+            memory.add(trajectory.task_id, turn.text)
 
 
 def _next_segment(trajectory: Trajectory) -> int:

@@ -13,6 +13,13 @@ without one are prefilled whole (`Sampler.generate`). `forget(context)` frees a
 context's slot; `clear_contexts()` ends the slots' session and frees their cache
 (the engine calls it at the start and end of every rollout: cached keys and
 values are only valid for the weights that computed them).
+
+With several processes, each process sends only its own episodes' requests, and
+every process makes the same calls: a `ModelReplies` call joins all of them,
+ordered by episode id, into one sampler call (a global program, so every
+process must enter it with the same inputs), and returns this process's
+replies. A forgotten context is released at the next call, on every process,
+so every process's slot table stays the same.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any, Callable, Hashable, Optional, Sequence
 import jax
 import numpy as np
 
+from cmat_jax import distributed
 from cmat_jax.chat import Message
 from cmat_jax.data.tokenizer import decode_ids, end_of_turn_ids
 from cmat_jax.sampling.sampler import Sampler
@@ -73,12 +81,18 @@ class ModelReplies:
         self.slots = SlotSampler(sampler, max_append=max_append)
         self.tokenizer = tokenizer
         self.eos_ids = sorted(set(end_of_turn_ids(tokenizer)))
+        self._forgotten: list[Hashable] = []  # contexts to release at the next call (several processes)
 
     @property
     def max_contexts(self) -> Optional[int]:
         return self.sampler.max_batch
 
     def __call__(self, weights, requests: Sequence[Request], settings: SamplingSettings) -> list[Reply]:
+        if jax.process_count() > 1:
+            return self._joined(weights, requests, settings)
+        return self._generate(weights, requests, settings)
+
+    def _generate(self, weights, requests: Sequence[Request], settings: SamplingSettings) -> list[Reply]:
         if not requests:
             return []
         keys = None if settings.greedy else jax.numpy.stack([r.key for r in requests])
@@ -97,12 +111,36 @@ class ModelReplies:
                 for text, ids, lp, reason in zip(result.texts, result.token_ids, result.logprobs,
                                                   result.finish_reasons)]
 
+    def _joined(self, weights, requests: Sequence[Request], settings: SamplingSettings) -> list[Reply]:
+        """Several processes: each plays its own episodes, and every process makes the same calls. The call
+        joins every process's requests, ordered by episode id (the order one process would send them in),
+        and releases the contexts every process forgot since the last call; this process's replies."""
+        mine = [(r.uid, r.prompt_ids, r.context,
+                 None if r.key is None else (np.asarray(jax.random.key_data(r.key)), str(jax.random.key_impl(r.key))))
+                for r in requests]
+        shares = distributed.gather_objects((mine, self._forgotten))
+        self._forgotten = []
+        for _, forgotten in shares:
+            for context in forgotten:
+                self.slots.release(context)
+        joined = sorted((row for share, _ in shares for row in share), key=lambda row: row[0])
+        replies = self._generate(weights, [
+            Request(uid, None, (), ids, None if key is None else jax.random.wrap_key_data(key[0], impl=key[1]),
+                    context) for uid, ids, context, key in joined], settings)
+        by_uid = {row[0]: reply for row, reply in zip(joined, replies)}
+        return [by_uid[r.uid] for r in requests]
+
     def forget(self, context: Hashable) -> None:
-        """The context (episode) is over: its slot may go to another."""
-        self.slots.release(context)
+        """The context (episode) is over: its slot may go to another (with several processes, at the next call,
+        when every process learns of it)."""
+        if jax.process_count() > 1:
+            self._forgotten.append(context)
+        else:
+            self.slots.release(context)
 
     def clear_contexts(self) -> None:
         self.slots.clear()
+        self._forgotten = []
 
 
 class ScriptedReplies:

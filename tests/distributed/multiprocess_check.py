@@ -53,6 +53,7 @@ def cmat_config(tmp: str, name: str):
     c.rl.iterations = 1
     c.rl.eval_every = 100
     c.rl.measure_kl = False
+    c.reflection.trials = 2  # failed episodes write reflections (joined reply calls) and retry
     c.checkpoint.async_save = False
     return c
 
@@ -82,12 +83,20 @@ def resume(tmp: str, name: str) -> dict:
         trainer.close()
 
 
-def cmat(tmp: str, name: str, resume: bool = False) -> list[dict]:
-    from cmat_jax.rl.loop import run_cmat, without_timings
+def cmat(tmp: str, name: str, resume: bool = False) -> dict:
+    """The run's records (without wall-clock times), its long-term memory, and the episodes this process
+    played in the iteration's rollout and in the evaluation."""
+    from cmat_jax.rl.loop import CmatRun, without_timings
 
     config = cmat_config(tmp, name)
     config.resume = resume
-    return without_timings(run_cmat(config))
+    run = CmatRun(config)
+    try:
+        records = without_timings(run.run())
+    finally:
+        run.close()
+    return {"records": records, "memory": run.memory.state(),
+            "played": {"rl": run.train_engine.last_stats.episodes, "eval": run.eval_engine.last_stats.episodes}}
 
 
 def copy_after_warm_start(tmp: str, source: str, target: str) -> None:

@@ -1,6 +1,6 @@
 """Two processes x 4 CPU devices (tools/tpu_vm.py local, gloo collectives) equal one process of 8 devices:
-SFT losses, one CMAT iteration's metrics (resumed by 2 processes from the 1-process run's warm-start
-checkpoint), and checkpoints written by 2 processes resumed by 1 and the reverse.
+SFT losses, one CMAT iteration's metrics and long-term memory (resumed by 2 processes from the 1-process
+run's warm-start checkpoint; each process plays its share of the episodes), and checkpoints written by 2 processes resumed by 1 and the reverse.
 
 Each phase runs in subprocesses (jax reads its device and process settings once, at start-up), under a
 timeout: a process that fails stops the others (the launcher), and a hang fails the test.
@@ -83,9 +83,17 @@ def test_two_processes_equal_one_and_checkpoints_move_between_process_counts(tmp
         assert _close(out["sft"], ref_losses), (out["sft"], ref_losses)
         # (c) 1 -> 2: a checkpoint written by one process, resumed by two, continues to the same losses.
         assert out["resumed_k1"]["restored_at"] == 2 and _close(out["resumed_k1"]["losses"], ref_losses[2:])
-        # (b) one CMAT iteration after the same warm start: the same records (every metric but wall-clock times).
-        assert [r["phase"] for r in out["cmat"]] == ["rl", "eval"]
-        assert _close(out["cmat"], reference["cmat"][-2:]), (out["cmat"], reference["cmat"])
+        # (b) one CMAT iteration after the same warm start: the same records (every metric but wall-clock times)
+        # and the same long-term memory (each process wrote its own episodes' reflections).
+        assert [r["phase"] for r in out["cmat"]["records"]] == ["rl", "eval"]
+        assert _close(out["cmat"]["records"], reference["cmat"]["records"][-2:]), (out["cmat"], reference["cmat"])
+        assert out["cmat"]["memory"] == reference["cmat"]["memory"]
+    # Each process played its share of the episodes (one task of two), and the shares make the whole.
+    played = [out["cmat"]["played"] for out in two]
+    for phase in ("rl", "eval"):
+        assert all(0 < p[phase] < reference["cmat"]["played"][phase] for p in played), (played, reference["cmat"])
+        assert sum(p[phase] for p in played) == reference["cmat"]["played"][phase]
+    assert reference["cmat"]["memory"]["entries"]  # failed episodes reflected: the retries were played too
     # (c) 2 -> 1, from checkpoint.directory (storage outside the workdir); export finds the checkpoints there.
     assert resumed["resumed_k2"]["restored_at"] == 2 and _close(resumed["resumed_k2"]["losses"], ref_losses[2:])
     export = resumed["k2_export"]
@@ -99,5 +107,5 @@ def test_two_processes_equal_one_and_checkpoints_move_between_process_counts(tmp
     assert two[0]["cmat_files"]["event_files"] == 2  # the 1-process run's, and process 0's after the resume
 
     # The comparison means something: the CMAT iteration trained on some tokens.
-    rl = [r for r in reference["cmat"] if r["phase"] == "rl"]
+    rl = [r for r in reference["cmat"]["records"] if r["phase"] == "rl"]
     assert len(rl) == 1 and rl[0]["zero_adv_frac"] < 1.0 and rl[0]["loss"] != 0.0, rl
