@@ -72,9 +72,14 @@ def segments_of(turns: Sequence[Turn], advantage: float) -> list[Segment]:
 
 
 def training_segments(trajectories: Sequence[Trajectory], role: str, format_penalty: float,
-                      estimator: Callable[[np.ndarray, list], GroupAdvantages]) -> tuple[list[Segment], dict]:
+                      estimator: Callable[[np.ndarray, list], GroupAdvantages], *, positive_only: bool = False
+                      ) -> tuple[list[Segment], dict]:
     """The role's segments with advantages from `estimator(rewards, group_ids)` (rl/advantages.py), and
-    its report (zero_adv_frac, groups). Samples of masked groups are left out: they carry no signal."""
+    its report (zero_adv_frac, groups). Samples of masked groups are left out: they carry no signal.
+
+    `positive_only` (rl.positive_only): negative advantages become 0, so only samples that beat their
+    baseline are reinforced (filtered self-imitation); the others add no gradient, and their tokens still
+    count in the token mean."""
     samples = role_samples(trajectories, role, format_penalty)
     if not samples:
         return [], {"zero_adv_frac": 0.0, "groups": 0.0}
@@ -83,7 +88,7 @@ def training_segments(trajectories: Sequence[Trajectory], role: str, format_pena
     segments = []
     for (_, _, turns), advantage, masked in zip(samples, result.advantages, result.masked):
         if not masked:
-            segments += segments_of(turns, float(advantage))
+            segments += segments_of(turns, max(float(advantage), 0.0) if positive_only else float(advantage))
     return segments, result.report()
 
 

@@ -307,7 +307,8 @@ class CmatRun:
         tokens = 0
         for role in self.trained_roles:
             segments, report = episode_lib.training_segments(trajectories, role, float(c.rl.format_penalty),
-                                                             self.estimators[role])
+                                                             self.estimators[role],
+                                                             positive_only=bool(c.rl.positive_only))
             batches = pack_segments(segments, rows=int(c.rl.rows), seq_len=int(c.rl.seq_len),
                                     pad_id=self._pad_id())
             means = self._update(role, batches)

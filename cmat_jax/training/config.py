@@ -172,6 +172,7 @@ def cmat_config() -> config_dict.ConfigDict:
     c.rl.iterations = 20
     c.rl.objective = "ppo"  # ppo | reinforce
     c.rl.advantage = "grpo"  # grpo | rloo | reinforce
+    c.rl.positive_only = False  # negative advantages become 0: only samples that beat their baseline are reinforced
     c.rl.clip_eps = 0.2
     c.rl.clip_eps_high = 0.0  # 0: same as clip_eps
     c.rl.kl_coef = 0.0  # k3 KL to the frozen base (adapters off)

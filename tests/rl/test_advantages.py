@@ -72,3 +72,26 @@ def test_refusals():
     with pytest.raises(ValueError, match="non-finite"):
         make_advantage("grpo")([1, np.nan], [0, 0])
     assert set(ADVANTAGES) == {"grpo", "rloo", "reinforce"}
+
+
+def test_positive_only_zeroes_negative_advantages_and_keeps_every_token():
+    from cmat_jax.agents.trajectory import CORRECT, WRONG, Trajectory, Turn
+    from cmat_jax.rl.episodes import training_segments
+
+    def trajectory(sample, status):
+        turn = Turn(role="assistant", segment=0, prompt_ids=[1, 2, 3], completion_ids=[4 + sample, 9],
+                    completion_logprobs=[-0.5, -0.1], finish_reason="eos", text="")
+        return Trajectory("t", "select", 0, sample, 0, turns=[turn], status=status, reward=float(status == CORRECT))
+
+    # One group: rewards [1, 0, 0, 0] -> grpo advantages [+1.73, -0.58, -0.58, -0.58].
+    trajectories = [trajectory(0, CORRECT)] + [trajectory(s, WRONG) for s in (1, 2, 3)]
+    plain, report = training_segments(trajectories, "assistant", -1.0, make_advantage("grpo"))
+    positive, positive_report = training_segments(trajectories, "assistant", -1.0, make_advantage("grpo"),
+                                                  positive_only=True)
+    assert report == positive_report and len(plain) == len(positive) == 4
+    for p, q in zip(plain, positive):
+        np.testing.assert_array_equal(p.ids, q.ids)
+        np.testing.assert_array_equal(p.loss_mask, q.loss_mask)  # the failed samples' tokens stay in the mean
+        np.testing.assert_array_equal(q.advantages, np.maximum(p.advantages, 0.0))
+    assert plain[0].advantages[3] == pytest.approx(np.sqrt(3), rel=1e-5) and plain[1].advantages[3] < 0
+    assert positive[1].advantages.max() == 0.0
