@@ -6,7 +6,6 @@ import pickle
 import threading
 
 import jax
-import numpy as np
 import pytest
 
 from cmat_jax import distributed
@@ -17,7 +16,7 @@ from cmat_jax.agents.replies import ModelReplies, SamplingSettings
 from cmat_jax.agents.user import User
 from cmat_jax.envs.sql.env import SqlEnvConfig
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
-from tests.agents.test_slots import ATOL, Forced, tiny, tokenizer  # noqa: F401 (fixtures)
+from tests.agents.test_slots import Forced, assert_same_records, tiny, tokenizer  # noqa: F401 (fixtures)
 
 PROCESSES = 2
 
@@ -99,13 +98,7 @@ def test_processes_play_their_share_and_get_every_trajectory(runs):
     assert [p for _, _, p in split] == [8, 4]
     for theirs, their_memory, _ in split:
         assert their_memory == memory  # the earlier entry first, then every task's reflections in order
-        assert len(theirs) == len(ours)
-        for a, b in zip(ours, theirs):
-            assert (a.task_id, a.sample, a.trial, a.status) == (b.task_id, b.sample, b.trial, b.status)
-            assert [t.prompt_ids for t in a.turns] == [t.prompt_ids for t in b.turns]
-            assert [t.completion_ids for t in a.turns] == [t.completion_ids for t in b.turns]
-            for x, y in zip(a.turns, b.turns):
-                np.testing.assert_allclose(x.completion_logprobs, y.completion_logprobs, atol=ATOL, rtol=0)
+        assert_same_records(ours, theirs)
     # What the comparison covered: uneven episode lengths, reflections shown to retries, sampled ids.
     assert {len(t.role_turns("assistant")) for t in ours} == {2, 3, 4}
     assert all(t.memory_shown for t in ours if t.trial == 1)

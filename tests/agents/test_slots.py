@@ -93,9 +93,10 @@ def runs(dev_tasks, tokenizer, tiny):
     return rollout(tiny, tokenizer, tasks, "persistent", slots=4), rollout(tiny, tokenizer, tasks, "reprefill")
 
 
-def test_persistent_slots_give_the_records_of_full_reprefill(runs):
-    (ours, assistant, replies, _), (theirs, *_) = runs
-    assert len(ours) == len(theirs) == 12  # 3 tasks x 2 samples x 2 trials: every answer is wrong
+def assert_same_records(ours, theirs) -> None:
+    """The same episodes in the same order, with the same prompts, sampled ids and segments; log-probs
+    within ATOL."""
+    assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs):
         assert (a.task_id, a.sample, a.trial, a.status) == (b.task_id, b.sample, b.trial, b.status)
         assert [t.prompt_ids for t in a.turns] == [t.prompt_ids for t in b.turns]
@@ -103,6 +104,12 @@ def test_persistent_slots_give_the_records_of_full_reprefill(runs):
         assert [t.segment for t in a.turns] == [t.segment for t in b.turns]
         for x, y in zip(a.turns, b.turns):
             np.testing.assert_allclose(x.completion_logprobs, y.completion_logprobs, atol=ATOL, rtol=0)
+
+
+def test_persistent_slots_give_the_records_of_full_reprefill(runs):
+    (ours, assistant, replies, _), (theirs, *_) = runs
+    assert len(ours) == 12  # 3 tasks x 2 samples x 2 trials: every answer is wrong
+    assert_same_records(ours, theirs)
     # What the rollout covered: several turns, uneven episode lengths, the retry with reflections in its prompt,
     # at most 4 episodes at once for 6 (finished episodes' slots refilled), task prefixes shared.
     assert {len(t.role_turns("assistant")) for t in ours} == {2, 3, 4}
