@@ -33,6 +33,6 @@ setup(
     extras_require={
         # torch is pinned so that a fresh machine resolves the local CPU build and
         # not the registry's newest build with gigabytes of CUDA packages.
-        "test": ["torch==2.13.0", "peft>=0.15", "pytest>=8", "pytest-xdist>=3.6", "hypothesis>=6"],
+        "test": ["torch==2.13.0", "peft>=0.15", "pytest>=8", "pytest-xdist>=3", "hypothesis>=6"],
     },
 )

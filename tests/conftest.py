@@ -1,5 +1,5 @@
 """Test-wide settings: float32 on CPU, exact matmuls, quiet deprecation noise from dependencies; the
-`smoke` marker; the slowest test files first."""
+`smoke` marker."""
 
 import os
 
@@ -17,22 +17,3 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "smoke: runs a tool end to end; asserts it completes and reports positive numbers, not their values"
     )
-
-
-# The slowest files, slowest first (wall seconds on the 2-core CI machine): with `-n 2 --dist loadfile
-# --no-loadscope-reorder` the two workers take files in collection order, so starting with these keeps one
-# long file from running alone at the end.
-SLOWEST_FIRST = (
-    "tests/distributed/test_multiprocess.py",  # ~250 s: 2 processes x 4 devices against 1 x 8
-    "tests/training/test_multidevice.py",  # ~95 s
-    "tests/rl/test_multidevice.py",  # ~80 s
-    "tests/rl/test_cmat_loop.py",
-    "tests/agents/test_processes.py",
-    "tests/rl/test_smollm2_recipe.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {path: i for i, path in enumerate(SLOWEST_FIRST)}
-    # A stable sort: each file's tests keep their order and stay together.
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(SLOWEST_FIRST)))
