@@ -14,7 +14,7 @@ from cmat_jax.agents.replies import ModelReplies, Reply, SamplingSettings, Scrip
 from cmat_jax.agents.trajectory import CHECKER_ROLE, REFLECTION_ROLE, Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.chat import ASSISTANT, USER, Message
-from cmat_jax.data.tokenizer import decode_ids, end_of_turn_ids, load_tokenizer, render_chat, tokenize_text
+from cmat_jax.data.tokenizer import decode_ids, end_of_turn_ids, render_chat, tokenize_text
 from cmat_jax.envs.base import run_episode
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
 from cmat_jax.models.config import preset
@@ -24,11 +24,6 @@ from cmat_jax.sampling.sampler import Sampler, SamplerConfig
 from tests.envs.sql_helpers import make_task
 
 GREEDY = SamplingSettings(max_new_tokens=24, temperature=0.0)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
 
 
 class TokenizedScript:

@@ -16,7 +16,7 @@ from cmat_jax.agents.replies import ModelReplies, SamplingSettings
 from cmat_jax.agents.user import User
 from cmat_jax.envs.sql.env import SqlEnvConfig
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
-from tests.agents.test_slots import Forced, assert_same_records, tiny, tokenizer  # noqa: F401 (fixtures)
+from tests.agents.test_slots import Forced, assert_same_records, sharp_tiny_model
 
 PROCESSES = 2
 
@@ -79,7 +79,8 @@ def rollout(model, tokenizer, tasks, slots):
 
 
 @pytest.fixture(scope="module")
-def runs(dev_tasks, tiny, tokenizer):  # noqa: F811
+def runs(dev_tasks, tokenizer):
+    tiny = sharp_tiny_model()
     tasks = dev_tasks[:3]
     one = rollout(tiny, tokenizer, tasks, slots=4)
     processes = ThreadProcesses(PROCESSES)

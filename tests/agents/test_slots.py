@@ -12,7 +12,7 @@ from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.replies import ModelReplies, Reply, SamplingSettings
 from cmat_jax.agents.user import User
-from cmat_jax.data.tokenizer import load_tokenizer, tokenize_text
+from cmat_jax.data.tokenizer import tokenize_text
 from cmat_jax.envs.sql.env import SqlEnvConfig
 from cmat_jax.models.config import preset
 from cmat_jax.models.transformer import Transformer
@@ -60,17 +60,16 @@ class Forced:
         self.replies.clear_contexts()
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def tiny():
+def sharp_tiny_model():
     model = Transformer(preset("tiny"), attention_impl="xla", rngs=nnx.Rngs(5))
     graphdef, state = nnx.split(model)
     state = jax.tree.map(lambda x: x * 4.0 if x.ndim > 1 else x, state)  # sharper logits than the default init
     return nnx.merge(graphdef, state)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return sharp_tiny_model()
 
 
 def rollout(tiny, tokenizer, tasks, cache, slots=None):
