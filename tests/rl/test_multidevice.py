@@ -26,5 +26,5 @@ def test_rl_update_on_meshes_matches_one_device():
     # The comparison means something: some tokens clip and the policy has moved from the base.
     assert all(0 < c < 0.5 for c in out["clip_frac"][1:]) and all(k > 0 for k in out["kl"][1:]), out
     for mesh, diff in out["meshes"].items():
-        assert set(diff) == {"loss", "grads", "kl", "entropy", "clip_frac"}, diff
+        assert set(diff) == {"loss", "step_loss", "grads", "kl", "entropy", "clip_frac"}, diff
         assert all(value <= TOLERANCE for value in diff.values()), (mesh, diff)
