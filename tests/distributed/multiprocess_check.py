@@ -43,7 +43,7 @@ def cmat_config(tmp: str, name: str):
     c.workdir = os.path.join(tmp, name)
     c.train.steps = 20  # enough for some replies DBBench can read, so the update has groups with signal
     c.train.learning_rate = 2e-2
-    c.data.seq_len = 256  # one demonstration (~210 tokens) per row
+    c.data.batch_size = 8
     c.tasks.train_count = 16
     c.tasks.eval_count = 2
     c.rollout.tasks_per_iteration = 2
