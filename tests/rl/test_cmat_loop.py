@@ -166,3 +166,19 @@ def test_the_cmat_run_reads_rollout_unroll_decode_layers(tmp_path, monkeypatch):
     for unroll in (False, True):
         config = small_config(tmp_path / str(unroll), **{"rollout.unroll_decode_layers": unroll})
         assert sampler_config_of(monkeypatch, loop, lambda: loop.CmatRun(config)).unroll_decode_layers is unroll
+
+
+@pytest.mark.parametrize("positive_only", [False, True])
+def test_rl_positive_only_reaches_the_advantages(tmp_path, monkeypatch, positive_only):
+    from cmat_jax.rl import loop
+
+    seen = []
+    real = loop.episode_lib.training_segments
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["positive_only"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop.episode_lib, "training_segments", spy)
+    run(small_config(tmp_path, **{"rl.positive_only": positive_only, "rl.iterations": 1, "train.steps": 1}))
+    assert seen == [positive_only]
