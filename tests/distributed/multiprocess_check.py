@@ -43,7 +43,7 @@ def cmat_config(tmp: str, name: str):
     c.workdir = os.path.join(tmp, name)
     c.train.steps = 20  # enough for some replies DBBench can read, so the update has groups with signal
     c.train.learning_rate = 2e-2
-    c.data.batch_size = 8
+    c.data.batch_size = 8  # half the config's 16 demonstrations per step: a short warm start
     c.tasks.train_count = 16
     c.tasks.eval_count = 2
     c.rollout.tasks_per_iteration = 2

@@ -91,8 +91,8 @@ def run(state: RunState, batches, weights=None):
 
 def compare(result, reference) -> dict:
     diff = {"loss": 0.0, "step_loss": 0.0, "grads": 0.0}
-    for (loss, means, grads, step_loss, _), (ref_loss, ref_means, ref_grads, ref_step_loss, _) in zip(result,
-                                                                                                  reference):
+    for ours, theirs in zip(result, reference):
+        (loss, means, grads, step_loss, _), (ref_loss, ref_means, ref_grads, ref_step_loss, _) = ours, theirs
         diff["loss"] = max(diff["loss"], abs(loss - ref_loss) / abs(ref_loss))
         diff["step_loss"] = max(diff["step_loss"], abs(step_loss - ref_step_loss) / abs(ref_step_loss))
         for key, value in means.items():
