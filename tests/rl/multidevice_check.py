@@ -57,7 +57,7 @@ def make_batches(state: RunState) -> list[dict]:
 
 def run(state: RunState, batches, weights=None):
     """Per step: (loss, reported means, adapter gradients) taken before the update, the update's own loss,
-    and the adapters the update started from.
+    and the adapters the update started from (read back only without `weights`).
 
     With `weights` (one device's adapters before each step), loss, means and gradients are taken at those
     adapters instead of this run's own: Adam turns float32 rounding in near-zero gradients into weight
@@ -77,8 +77,9 @@ def run(state: RunState, batches, weights=None):
     out = []
     for step, host_batch in enumerate(batches):
         batch = state.put_batch(host_batch, keys=RL_BATCH_KEYS, rows=ROWS)
-        own = jax.device_get(state.adapters["assistant"])
-        at = own if weights is None else jax.device_put(weights[step], state.lora_shardings)
+        # Only the reference run's adapters are read back: the mesh runs take theirs from `weights`.
+        own = jax.device_get(state.adapters["assistant"]) if weights is None else None
+        at = state.adapters["assistant"] if weights is None else jax.device_put(weights[step], state.lora_shardings)
         loss, means, grads = jax.device_get(grads_fn(state.frozen, at, batch))
         metrics = state.update("assistant", step_fn, batch, step)
         step_loss = float(metrics["loss"])
