@@ -30,7 +30,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from cmat_jax.agents.oracle import answer_reply, operation_reply  # noqa: E402
+from cmat_jax.demos.oracle import answer_reply, operation_reply  # noqa: E402
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig  # noqa: E402
 from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS, SqlTask, load_tasks  # noqa: E402
 

@@ -44,12 +44,12 @@ from cmat_jax import cli, eval_config, eval_report
 from cmat_jax import sharding as sharding_lib
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.memory import ReflectionMemory
-from cmat_jax.agents.oracle import OracleAgent
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.replies import ModelReplies, SamplingSettings, ScriptedReplies
 from cmat_jax.agents.trajectory import CHECKER_ROLE, Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.data.tokenizer import load_tokenizer
+from cmat_jax.demos.oracle import OracleAgent
 from cmat_jax.envs.sql.database import Limits
 from cmat_jax.envs.sql.env import SqlEnvConfig
 from cmat_jax.envs.sql.tasks import load_tasks

@@ -50,7 +50,7 @@ from cmat_jax.rl.objectives import ObjectiveConfig, check_reference, objective_l
 from cmat_jax.rl.report import plot_success, summary_table
 from cmat_jax.rl.rows import RL_BATCH_KEYS, pack_segments
 from cmat_jax.rl.tasks import task_pools
-from cmat_jax.rl.warmup import demonstrations, write_demonstrations
+from cmat_jax.demos.warmup import demonstrations, write_demonstrations
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
 from cmat_jax.training import build
 from cmat_jax.training.metrics import MetricsWriter, check_metrics_file

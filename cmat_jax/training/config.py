@@ -123,10 +123,10 @@ def cmat_config() -> config_dict.ConfigDict:
     c.workdir = "workdir/cmat"
     c.train.steps = 0  # SFT warm-start steps on oracle trajectories of the training tasks (0: none)
     # Share of warm-start tasks played as recovery demonstrations: a typical mistaken first statement, its
-    # error, then the gold statement (cmat_jax/agents/mistakes.py). 0: every demonstration is the gold run.
+    # error, then the gold statement (cmat_jax/demos/mistakes.py). 0: every demonstration is the gold run.
     c.train.recovery_fraction = 0.0
     # Share of warm-start tasks played as reflection demonstrations: a failed trial, a plan naming the mistake
-    # (the reflection role's reply) and the retry shown that plan (cmat_jax/rl/reflection_demos.py). 0: none.
+    # (the reflection role's reply) and the retry shown that plan (cmat_jax/demos/reflections.py). 0: none.
     c.train.reflection_fraction = 0.0
     # data.agent stays empty: the warm start trains on the oracle episodes of tasks.train (data.general may mix in)
 

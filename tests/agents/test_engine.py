@@ -9,12 +9,12 @@ from flax import nnx
 
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.memory import MEMORY_HEADER, ReflectionMemory
-from cmat_jax.agents.oracle import OracleAgent
 from cmat_jax.agents.replies import ModelReplies, Reply, SamplingSettings, ScriptedReplies
 from cmat_jax.agents.trajectory import CHECKER_ROLE, REFLECTION_ROLE, Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.chat import ASSISTANT, USER, Message
 from cmat_jax.data.tokenizer import decode_ids, end_of_turn_ids, render_chat, tokenize_text
+from cmat_jax.demos.oracle import OracleAgent
 from cmat_jax.envs.base import run_episode
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
 from cmat_jax.models.config import preset

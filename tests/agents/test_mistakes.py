@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from cmat_jax.agents import mistakes
-from cmat_jax.agents.oracle import OracleAgent, answer_reply, operation_reply
+from cmat_jax.demos import mistakes
+from cmat_jax.demos.oracle import OracleAgent, answer_reply, operation_reply
 from cmat_jax.envs.base import run_episode
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
 from cmat_jax.envs.sql.generate import generate_tasks

@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from cmat_jax.agents.oracle import operation_reply
+from cmat_jax.demos.oracle import operation_reply
 from cmat_jax.envs.sql import allowlist, mysql_text
 from cmat_jax.envs.sql.database import EpisodeDatabase, build_image
 from cmat_jax.envs.sql.env import SqlEnv

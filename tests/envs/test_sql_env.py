@@ -2,7 +2,7 @@
 
 import pytest
 
-from cmat_jax.agents.oracle import OracleAgent, answer_reply, operation_reply
+from cmat_jax.demos.oracle import OracleAgent, answer_reply, operation_reply
 from cmat_jax.envs.base import ASSISTANT, USER, Step, run_episode
 from cmat_jax.envs.sql import grading
 from cmat_jax.envs.sql.database import Limits

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from cmat_jax.agents.oracle import OracleAgent, answer_reply, operation_reply
+from cmat_jax.demos.oracle import OracleAgent, answer_reply, operation_reply
 from cmat_jax.envs.base import run_episode
 from cmat_jax.envs.sql import generate, grading
 from cmat_jax.envs.sql.env import SqlEnv

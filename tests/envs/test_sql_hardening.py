@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cmat_jax.agents.oracle import operation_reply
+from cmat_jax.demos.oracle import operation_reply
 from cmat_jax.envs.sql import dialect, grading, mysql_text
 from cmat_jax.envs.sql.checker import Checker
 from cmat_jax.envs.sql.database import EpisodeDatabase, Limits, build_image, truncate

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmat_jax.agents.oracle import operation_reply
+from cmat_jax.demos.oracle import operation_reply
 from cmat_jax.envs.sql import grading
 from cmat_jax.envs.sql.database import EpisodeDatabase, Limits, build_image
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig

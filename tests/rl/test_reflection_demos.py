@@ -1,4 +1,4 @@
-"""cmat_jax/rl/reflection_demos.py: a failed trial, the engine's reflection call with a template plan, the retry."""
+"""cmat_jax/demos/reflections.py: a failed trial, the engine's reflection call with a template plan, the retry."""
 
 import dataclasses
 import functools
@@ -6,15 +6,16 @@ import json
 
 import pytest
 
-from cmat_jax.agents import mistakes
 from cmat_jax.agents.memory import MEMORY_HEADER
 from cmat_jax.agents.prompts import REFLECTION_INSTRUCTIONS, SHORT_INSTRUCTIONS
 from cmat_jax.agents.trajectory import ASSISTANT_ROLE, REFLECTION_ROLE
 from cmat_jax.agents.user import User
 from cmat_jax.data.tokenizer import decode_ids, load_tokenizer, render_chat
+from cmat_jax.demos import mistakes
+from cmat_jax.demos import reflections as reflection_demos
+from cmat_jax.demos import warmup
 from cmat_jax.envs.sql.env import SqlEnvConfig
 from cmat_jax.envs.sql.generate import generate_tasks
-from cmat_jax.rl import reflection_demos, warmup
 
 TASKS = generate_tasks(24, 4, "dbbench")
 USER = User(TASKS, seed=0, curriculum=False, instructions=SHORT_INSTRUCTIONS)

@@ -5,9 +5,9 @@ import pytest
 from cmat_jax.agents import engine
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.user import User
+from cmat_jax.demos import warmup
 from cmat_jax.envs.sql.env import SqlEnvConfig
 from cmat_jax.envs.sql.generate import generate_tasks
-from cmat_jax.rl import warmup
 
 
 def test_chunked_demonstrations_equal_one_batch(monkeypatch):

@@ -9,11 +9,11 @@ through the existing data pipeline (mixtures, packing, resumable order).
 
 Recovery demonstrations: with `recovery_fraction` > 0 that share of the tasks
 (a seeded draw per task) is played with a typical mistaken first statement
-(cmat_jax/agents/mistakes.py), confirmed beforehand to error without changing
+(cmat_jax/demos/mistakes.py), confirmed beforehand to error without changing
 the table; the oracle then sends the gold statement and answers. The mistaken
 turn is kept untrained (loss false): the model learns the fix, not the mistake.
 
-Reflection demonstrations (`reflection_fraction`): cmat_jax/rl/reflection_demos.py.
+Reflection demonstrations (`reflection_fraction`): cmat_jax/demos/reflections.py.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ import json
 from typing import Sequence
 
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
-from cmat_jax.agents.mistakes import draw_mistakes
-from cmat_jax.agents.oracle import OracleAgent
 from cmat_jax.agents.replies import SamplingSettings, ScriptedReplies
 from cmat_jax.agents.trajectory import Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.chat import ASSISTANT, USER, Message
+from cmat_jax.demos.mistakes import draw_mistakes
+from cmat_jax.demos.oracle import OracleAgent
+from cmat_jax.demos.reflections import play_reflections, reflection_conversations, reflection_mistakes
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
 from cmat_jax.envs.sql.tasks import SqlTask
 from cmat_jax.fileio import write_text_atomic
-from cmat_jax.rl.reflection_demos import play_reflections, reflection_conversations, reflection_mistakes
 
 
 _SHARES = {"recovery_fraction": "the share of tasks played with a mistaken first statement",

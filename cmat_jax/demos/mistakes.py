@@ -36,8 +36,8 @@ from sqlglot.tokens import TokenType
 
 from cmat_jax.envs.sql import grading
 from cmat_jax.envs.sql.database import EpisodeDatabase, Limits, TableImage, build_image
-from cmat_jax.envs.sql.mysql_errors import MysqlError
 from cmat_jax.envs.sql.dialect import parse_mysql
+from cmat_jax.envs.sql.mysql_errors import MysqlError
 from cmat_jax.envs.sql.tasks import SqlTask
 
 KINDS = ("table", "unquoted", "column")

@@ -7,7 +7,7 @@ With `query_first=True` (demonstrations for training) a SELECT-family task with 
 gold query runs that query before answering, so the answer follows from what
 the episode showed, as a model's must.
 
-With `mistakes` (task id -> statement; cmat_jax/agents/mistakes.py) the oracle
+With `mistakes` (task id -> statement; cmat_jax/demos/mistakes.py) the oracle
 first sends the task's mistaken statement, then carries on as without it: the
 gold statement after the error, then the answer.
 """

@@ -1,4 +1,4 @@
-"""Reflection demonstrations for the SFT warm start (cmat_jax/rl/warmup.py).
+"""Reflection demonstrations for the SFT warm start (cmat_jax/demos/warmup.py).
 
 With `reflection_fraction` > 0 a share of the training tasks (its own seeded
 draw per task, among those with a confirmed mistake) is
@@ -25,13 +25,13 @@ from typing import Mapping, Optional, Sequence
 from cmat_jax.agents import prompts as prompt_lib
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.memory import render_memory
-from cmat_jax.agents.mistakes import Mistake, draw_mistakes, plain_name
-from cmat_jax.agents.oracle import OracleAgent, answer_reply, operation_reply
 from cmat_jax.agents.replies import SamplingSettings, ScriptedReplies
 from cmat_jax.agents.trajectory import ASSISTANT_ROLE, REFLECTION_ROLE, Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.chat import ASSISTANT, USER, Message
 from cmat_jax.data.tokenizer import decode_ids, render_chat
+from cmat_jax.demos.mistakes import Mistake, draw_mistakes, plain_name
+from cmat_jax.demos.oracle import OracleAgent, answer_reply, operation_reply
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
 from cmat_jax.envs.sql.tasks import SqlTask
 
