@@ -3,7 +3,7 @@
     python tools/make_sql_tasks.py --n 2000 --seed 0 --out data/train_dbbench.jsonl
     python tools/make_sql_tasks.py --n 500 --seed 0 --profile tiny --out data/train_tiny.jsonl
 
-The same arguments always write the same bytes; see cmat_jax/envs/sql/generate.py and docs/tasks.md.
+The same arguments always write the same bytes; see cmat_jax/taskgen/generate.py and docs/tasks.md.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cmat_jax.envs.sql.generate import GENERATED_TYPES, PROFILES, write_tasks  # noqa: E402
 from cmat_jax.envs.sql.tasks import load_tasks  # noqa: E402
+from cmat_jax.taskgen.generate import GENERATED_TYPES, PROFILES, write_tasks  # noqa: E402
 
 
 def main(argv=None) -> int:

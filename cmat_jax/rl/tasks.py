@@ -15,7 +15,7 @@ from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS, SqlTask, load_tasks
 
 
 def _generated(profile: str, count: int, seed: int) -> list[SqlTask]:
-    from cmat_jax.envs.sql.generate import generate_tasks
+    from cmat_jax.taskgen.generate import generate_tasks
 
     return generate_tasks(int(count), int(seed), profile)
 

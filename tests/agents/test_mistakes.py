@@ -9,7 +9,7 @@ from cmat_jax.demos import mistakes
 from cmat_jax.demos.oracle import OracleAgent, answer_reply, operation_reply
 from cmat_jax.envs.base import run_episode
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
-from cmat_jax.envs.sql.generate import generate_tasks
+from cmat_jax.taskgen.generate import generate_tasks
 
 TASKS = generate_tasks(40, 5, "dbbench")
 

@@ -13,11 +13,12 @@ import pytest
 
 from cmat_jax.demos.oracle import OracleAgent, answer_reply, operation_reply
 from cmat_jax.envs.base import run_episode
-from cmat_jax.envs.sql import generate, grading
+from cmat_jax.envs.sql import grading
 from cmat_jax.envs.sql.env import SqlEnv
-from cmat_jax.envs.sql.generate import (GENERATED_TYPES, PROFILES, GeneratorError, generate_records,
-                                        generate_tasks, write_tasks)
 from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS, load_tasks
+from cmat_jax.taskgen import generate
+from cmat_jax.taskgen.generate import (GENERATED_TYPES, PROFILES, GeneratorError, generate_records, generate_tasks,
+                                       write_tasks)
 from tests.envs.sql_helpers import REPO_ROOT
 from tools import make_sql_tasks
 

@@ -15,7 +15,7 @@ from cmat_jax.demos import mistakes
 from cmat_jax.demos import reflections as reflection_demos
 from cmat_jax.demos import warmup
 from cmat_jax.envs.sql.env import SqlEnvConfig
-from cmat_jax.envs.sql.generate import generate_tasks
+from cmat_jax.taskgen.generate import generate_tasks
 
 TASKS = generate_tasks(24, 4, "dbbench")
 USER = User(TASKS, seed=0, curriculum=False, instructions=SHORT_INSTRUCTIONS)

@@ -7,7 +7,7 @@ from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.user import User
 from cmat_jax.demos import warmup
 from cmat_jax.envs.sql.env import SqlEnvConfig
-from cmat_jax.envs.sql.generate import generate_tasks
+from cmat_jax.taskgen.generate import generate_tasks
 
 
 def test_chunked_demonstrations_equal_one_batch(monkeypatch):

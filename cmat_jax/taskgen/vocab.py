@@ -1,4 +1,4 @@
-"""Word lists for the task generator (cmat_jax.envs.sql.generate): invented people, places, teams and titles.
+"""Word lists for the task generator (cmat_jax.taskgen): invented people, places, teams and titles.
 
 Plain data, no logic. The lists are written for this project: common given names and
 surnames, real city, country and month names, and made-up titles built from ordinary

@@ -24,7 +24,7 @@ import dataclasses
 import random
 from typing import Callable, Sequence
 
-from cmat_jax.envs.sql import generate_vocab as V
+from cmat_jax.taskgen import vocab as V
 
 ROLES = ("key", "text", "category", "number", "display")
 NUMERIC_KINDS = ("int", "decimal")

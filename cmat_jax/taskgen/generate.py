@@ -3,8 +3,8 @@
     tasks = generate_tasks(n=500, seed=0, profile="dbbench")    # list[SqlTask], no files
     write_tasks("train.jsonl", n=500, seed=0, profile="tiny")  # the JSONL that load_tasks reads
 
-Each task is one freshly drawn Wikipedia-style table (generate_tables), one question
-or change request in words (generate_text) and its gold SQL in MySQL's dialect. The
+Each task is one freshly drawn Wikipedia-style table (tables.py), one question
+or change request in words (text.py) and its gold SQL in MySQL's dialect. The
 label is what the environment gives for that SQL: for the SELECT family the values
 in the result the agent would see after running the gold query (`sql.query`); for
 INSERT and UPDATE, `answer_md5` is the environment's own table hash after the gold
@@ -45,14 +45,14 @@ import random
 import re
 from typing import Sequence
 
-from cmat_jax.envs.sql import generate_tables as tables_mod
-from cmat_jax.envs.sql import generate_text as text
 from cmat_jax.envs.sql import grading, mysql_text
 from cmat_jax.envs.sql.checker import Checker
 from cmat_jax.envs.sql.database import TRUNCATION_MARK, EpisodeDatabase, build_image
 from cmat_jax.envs.sql.dialect import parse_mysql
-from cmat_jax.envs.sql.generate_tables import Column, Domain, Table
 from cmat_jax.envs.sql.tasks import SELECT_TYPES, SqlTask, parse_task
+from cmat_jax.taskgen import tables as tables_mod
+from cmat_jax.taskgen import text
+from cmat_jax.taskgen.tables import Column, Domain, Table
 
 GENERATED_TYPES = SELECT_TYPES + ("INSERT", "UPDATE")  # every type DBBench has (it has no DELETE tasks)
 _MAX_ATTEMPTS = 200  # drafts per task before giving up (a profile that needs more is broken)
@@ -70,7 +70,7 @@ class Profile:
     rows: tuple[int, int]  # rows per table, inclusive
     columns: tuple[int, int] | None  # headers per table (None: each domain's own, some optional ones left out)
     cycle: tuple[str, ...]  # task types of one cycle; each cycle holds each entry once, in a seeded order
-    style: str  # generate_text style
+    style: str  # text.py style
     max_answers: int  # most values a SELECT-family answer may list
     max_conditions: int
     lowercase: float  # share of SELECT-family questions written in lower case, as WikiTQ's are
