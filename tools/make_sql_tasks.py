@@ -16,7 +16,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cmat_jax.envs.sql.tasks import load_tasks  # noqa: E402
-from cmat_jax.taskgen.generate import GENERATED_TYPES, PROFILES, write_tasks  # noqa: E402
+from cmat_jax.taskgen.generate import write_tasks  # noqa: E402
+from cmat_jax.taskgen.profiles import GENERATED_TYPES, PROFILES  # noqa: E402
 
 
 def main(argv=None) -> int:

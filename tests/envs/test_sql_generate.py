@@ -17,8 +17,9 @@ from cmat_jax.envs.sql import grading
 from cmat_jax.envs.sql.env import SqlEnv
 from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS, load_tasks
 from cmat_jax.taskgen import generate
-from cmat_jax.taskgen.generate import (GENERATED_TYPES, PROFILES, GeneratorError, generate_records, generate_tasks,
-                                       write_tasks)
+from cmat_jax.taskgen.generate import generate_records, generate_tasks, write_tasks
+from cmat_jax.taskgen.labels import GeneratorError
+from cmat_jax.taskgen.profiles import GENERATED_TYPES, PROFILES
 from tests.envs.sql_helpers import REPO_ROOT
 from tools import make_sql_tasks
 
