@@ -1,4 +1,4 @@
-"""Run the SQL environment's adversarial corpus (cmat_jax/envs/sql/fuzz.py) and print what it found.
+"""Run the SQL environment's adversarial corpus (cmat_jax/sqlfuzz/fuzz.py) and print what it found.
 
     python tools/fuzz_sql.py                        # full corpus: >= 10,000 statements, default limits
     python tools/fuzz_sql.py --sample 300 --timeout 0.25
@@ -25,8 +25,8 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from cmat_jax.envs.sql import fuzz  # noqa: E402
 from cmat_jax.envs.sql.database import Limits  # noqa: E402
+from cmat_jax.sqlfuzz import fuzz  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,9 @@ import collections
 
 import pytest
 
-from cmat_jax.envs.sql import allowlist, fuzz
+from cmat_jax.envs.sql import allowlist
 from cmat_jax.envs.sql.database import Limits
+from cmat_jax.sqlfuzz import fuzz
 
 FAMILIES = {"issue", "escape", "function", "time", "memory", "answer", "grammar", "soup", "mutation"}
 
