@@ -165,24 +165,9 @@ class Transformer(nnx.Module):
         the stacked weights instead of `lax.scan`: same math, a longer compile;
         for decode steps see SamplerConfig.unroll_decode_layers.
         """
-        b, t = tokens_bt.shape
-        write_index = jnp.zeros((), jnp.int32) if cache is None else cache.end_index
-        if positions_bt is None:
-            positions_bt = jnp.broadcast_to(write_index + jnp.arange(t, dtype=jnp.int32), (b, t))
-        if segment_ids_bt is None:
-            segment_ids_bt = jnp.ones((b, t), jnp.int32)
-        self.cfg.check_length(t if cache is None else cache.size)
-
-        q_slot_bt = jnp.broadcast_to(write_index + jnp.arange(t, dtype=jnp.int32), (b, t))
-        if cache is None:
-            kv_segment_bs = segment_ids_bt
-        else:
-            kv_segment_bs = jax.lax.dynamic_update_slice(cache.segment_ids_bs, segment_ids_bt.astype(jnp.int32),
-                                                         (0, write_index))
-        mask_bts = attn_lib.attention_mask(segment_ids_bt, q_slot_bt, kv_segment_bs)
-        inv_freq = rope_inv_freq(self.cfg.head_dim, self.cfg.rope_theta, self.cfg.rope_scaling_factor)
-        sin_bth, cos_bth = rope_sin_cos(positions_bt, inv_freq)
-
+        t = tokens_bt.shape[1]
+        write_index, kv_segment_bs, mask_bts, sin_bth, cos_bth = self._attention_inputs(
+            tokens_bt, positions_bt, segment_ids_bt, cache)
         x_btd = constrain(self.embed(tokens_bt, self.dtype), ("batch", "seq", "act_embed"))
         graphdef, layer_state = nnx.split(self.blocks)
         layer_keys = (None if dropout_key is None
@@ -216,6 +201,29 @@ class Transformer(nnx.Module):
             k_lbskh=new_kv[0], v_lbskh=new_kv[1], segment_ids_bs=kv_segment_bs, end_index=write_index + t
         )
         return (h_btd, new_cache, layers_lbtd) if collect_layers else (h_btd, new_cache)
+
+    def _attention_inputs(self, tokens_bt, positions_bt, segment_ids_bt, cache: Optional[KVCache]):
+        """What every layer of one hidden_states call shares: the cache's write index, the key slots' segment
+        ids [b, s] (the cache's, with this call's written in), the attention mask [b, t, s] and RoPE's sin/cos
+        [b, t, h], with hidden_states' defaults for positions and segment ids."""
+        b, t = tokens_bt.shape
+        write_index = jnp.zeros((), jnp.int32) if cache is None else cache.end_index
+        if positions_bt is None:
+            positions_bt = jnp.broadcast_to(write_index + jnp.arange(t, dtype=jnp.int32), (b, t))
+        if segment_ids_bt is None:
+            segment_ids_bt = jnp.ones((b, t), jnp.int32)
+        self.cfg.check_length(t if cache is None else cache.size)
+
+        q_slot_bt = jnp.broadcast_to(write_index + jnp.arange(t, dtype=jnp.int32), (b, t))
+        if cache is None:
+            kv_segment_bs = segment_ids_bt
+        else:
+            kv_segment_bs = jax.lax.dynamic_update_slice(cache.segment_ids_bs, segment_ids_bt.astype(jnp.int32),
+                                                         (0, write_index))
+        mask_bts = attn_lib.attention_mask(segment_ids_bt, q_slot_bt, kv_segment_bs)
+        inv_freq = rope_inv_freq(self.cfg.head_dim, self.cfg.rope_theta, self.cfg.rope_scaling_factor)
+        sin_bth, cos_bth = rope_sin_cos(positions_bt, inv_freq)
+        return write_index, kv_segment_bs, mask_bts, sin_bth, cos_bth
 
     def output_kernel(self) -> jax.Array:
         """The [d, v] output projection (the embedding table's transpose when tied)."""
