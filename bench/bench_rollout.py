@@ -82,6 +82,7 @@ from typing import Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import run_json  # noqa: E402
+from cmat_jax.agents.checker_role import CHECKER_MODES  # noqa: E402
 from cmat_jax.models.config import ModelConfig, preset  # noqa: E402
 
 # Shapes the benchmark needs that have no preset (no checkpoint of theirs is imported elsewhere).
@@ -92,7 +93,6 @@ SHAPES = {
         num_kv_heads=3, head_dim=64, rope_theta=100000.0, rms_norm_eps=1e-5, qkv_bias=False,
         tie_word_embeddings=True, max_position_embeddings=8192, bos_token_id=1, eos_token_id=2),
 }
-CHECKER_MODES = ("off", "static", "learned", "static+learned")
 HEADER_LIMIT = 3  # rows the forced statement asks for: a few rows of the table as the observation
 TIME_KEYS = ("assistant_s", "static_checker_s", "learned_checker_s", "env_s", "reflection_s", "other_s")
 
@@ -196,17 +196,6 @@ def make_user(args, tasks):
     return User(tasks, seed=0, curriculum=False, instructions=SHORT_INSTRUCTIONS if args.short_instructions else None)
 
 
-def status_name(info: dict) -> str:
-    """The trajectory status (cmat_jax.agents.trajectory) of an episode's last step info, as the engine names it."""
-    from cmat_jax.agents import trajectory
-    from cmat_jax.envs.sql import env
-
-    if info["correct"]:
-        return trajectory.CORRECT
-    return {env.FORMAT_FAILURE: trajectory.FORMAT_FAILURE, env.ROUND_LIMIT: trajectory.ROUND_LIMIT}.get(
-        info["status"], trajectory.WRONG)
-
-
 def operation_header(task) -> str:
     return f"Action: Operation\n```sql\nSELECT * FROM `{task.table_name}` LIMIT {HEADER_LIMIT};\n```\n"
 
@@ -292,7 +281,7 @@ class TimedReplies:
     # Persistent slots: the engine names each episode's context and frees it through its reply source.
     @property
     def max_contexts(self):
-        return getattr(self.source, "max_contexts", None)
+        return self.source.max_contexts
 
     def forget(self, uid) -> None:
         self.source.forget(uid)
@@ -327,7 +316,7 @@ def run_engine(args) -> dict:
     from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
     from cmat_jax.agents.replies import ModelReplies, SamplingSettings
     from cmat_jax.agents.trajectory import ASSISTANT_ROLE
-    from cmat_jax.envs.sql.env import SqlEnvConfig
+    from cmat_jax.envs.sql.env import SqlEnvConfig, SqlEnvironments
     from cmat_jax.sampling.sampler import Sampler, SamplerConfig
 
     tasks, tokenizer, max_len = load_workload(args)
@@ -345,8 +334,9 @@ def run_engine(args) -> dict:
         trials=args.trials, checker=args.checker, cache=args.cache,
         # The forced header goes after the prompt, so the prompt leaves room for it too.
         prompt_budget=max_len - args.max_new_tokens - headers.longest(tasks))
-    engine = RolloutEngine(SqlEnvConfig(max_rounds=args.max_rounds), config, assistant=assistant,
-                           tokenizer=tokenizer, checker_model=checker if "learned" in args.checker else None,
+    engine = RolloutEngine(SqlEnvironments(SqlEnvConfig(max_rounds=args.max_rounds)), config,
+                           assistant=assistant, tokenizer=tokenizer,
+                           checker_model=checker if "learned" in args.checker else None,
                            reflector=reflector if args.trials > 1 else None)
     state = nnx.state(model)
     weights = {"assistant": state, "checker": state}
@@ -413,10 +403,10 @@ def run_peer(args) -> dict:
 
     from cmat_jax.agents import prompts as prompt_lib
     from cmat_jax.agents.memory import ReflectionMemory, fit_observations, render_memory
-    from cmat_jax.agents.trajectory import CONTEXT_OVERFLOW, CORRECT
+    from cmat_jax.agents.trajectory import CONTEXT_OVERFLOW, CORRECT, STATUS_OF_OUTCOME
     from cmat_jax.chat import ASSISTANT, USER, Message
     from cmat_jax.data.tokenizer import decode_ids, end_of_turn_ids, render_chat, tokenize_text
-    from cmat_jax.envs.sql.checker import Checker, Verdict
+    from cmat_jax.envs.sql.checker import Checker
     from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
 
     tasks, tokenizer, max_len = load_workload(args)
@@ -474,21 +464,21 @@ def run_peer(args) -> dict:
             ids += headers.ids(task)
             text = timed("assistant_s", generate, ids, args.max_new_tokens, args.temperature, "assistant")
             text = headers.text(task) + text
-            sql, rejection = env.pending_sql(text), None
+            sql, rejection = env.pending_action(text), None
             if sql is not None and static is not None:
                 verdict = timed("static_checker_s", static.check, sql)
-                rejection = None if verdict.ok else verdict
+                rejection = None if verdict.ok else verdict.reason
             if sql is not None and rejection is None and "learned" in args.checker:
                 check_ids = tokenize_text(tokenizer, render(prompt_lib.checker_prompt(task.prompt, sql)))
                 reply = timed("learned_checker_s", generate, check_ids, args.checker_max_new_tokens, 0.0, "checker")
                 parsed = prompt_lib.parse_checker_reply(reply)
                 if not parsed.approve:
-                    rejection = Verdict(False, "The Checker rejected this statement: "
-                                        + (parsed.reason or "the Checker rejected this statement"), "learned")
+                    rejection = "The Checker rejected this statement: " + (
+                        parsed.reason or "the Checker rejected this statement")
             observation, _, done, info = timed("env_s", env.step, text, rejection)
             messages.append(Message(ASSISTANT, text))
             if done:
-                return status_name(info), messages, opening, turns, prompt_tokens
+                return STATUS_OF_OUTCOME[env.outcome(info)], messages, opening, turns, prompt_tokens
             messages.append(Message(USER, observation))
 
     indices = peer_indices(args)

@@ -38,7 +38,7 @@ from typing import Any, Optional
 
 from ml_collections import config_dict
 
-from cmat_jax.agents.engine import CHECKER_MODES
+from cmat_jax.agents.checker_role import CHECKER_MODES
 from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS
 
 AGENTS = ("model", "oracle")

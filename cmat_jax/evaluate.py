@@ -51,7 +51,7 @@ from cmat_jax.agents.user import User
 from cmat_jax.data.tokenizer import load_tokenizer
 from cmat_jax.demos.oracle import OracleAgent
 from cmat_jax.envs.sql.database import Limits
-from cmat_jax.envs.sql.env import SqlEnvConfig
+from cmat_jax.envs.sql.env import SqlEnvConfig, SqlEnvironments
 from cmat_jax.envs.sql.tasks import load_tasks
 from cmat_jax.models.config import preset
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
@@ -180,7 +180,7 @@ def run_variant(config, settings: eval_config.Settings, players: Players, env_co
         reflection=greedy(settings.reflection_max_new_tokens or 1),
         trials=variant.trials, checker=variant.checker)
     engine = RolloutEngine(
-        env_config, rollout, assistant=players.assistant, tokenizer=players.tokenizer,
+        SqlEnvironments(env_config), rollout, assistant=players.assistant, tokenizer=players.tokenizer,
         checker_model=players.checker if rollout.learned_checker else None,
         reflector=players.assistant if variant.trials > 1 else None, max_len=players.max_len)
     # The bar counts trials, so it moves within a trial as episodes end; an episode solved early counts its

@@ -1,7 +1,10 @@
 """Where replies come from: a model through the batched sampler, or a scripted agent.
 
-The rollout engine asks for the replies of many episodes at once. A
-`ModelReplies` answers with one sampler call over all their prompts, with the
+The rollout engine asks for the replies of many episodes at once, from a
+`ReplySource`: called with a role's weights, the requests and the sampling
+settings, it returns one reply per request; it says how many contexts it can
+hold at once (`max_contexts`) and lets the engine `forget` one or
+`clear_contexts`. A `ModelReplies` answers with one sampler call over all their prompts, with the
 weights of the role that speaks; a `ScriptedReplies` asks one scripted agent per
 episode (the oracle), so scripted and model agents run through the same engine.
 Agents never call the model themselves.
@@ -25,7 +28,7 @@ so every process's slot table stays the same.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Hashable, Optional, Sequence
+from typing import Any, Callable, Hashable, Optional, Protocol, Sequence
 
 import jax
 import numpy as np
@@ -67,6 +70,26 @@ class SamplingSettings:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+class ReplySource(Protocol):
+    """What the rollout engine calls for a role's replies. A source that keeps nothing between calls may
+    subclass it for the context members: no limit, nothing to forget or clear."""
+
+    def __call__(self, weights, requests: Sequence[Request], settings: SamplingSettings) -> list[Reply]:
+        """One reply per request, in order; `weights` are the speaking role's (None for scripted sources)."""
+        ...
+
+    @property
+    def max_contexts(self) -> Optional[int]:
+        """How many contexts (episodes) the source holds at once; None: no limit."""
+        return None
+
+    def forget(self, context: Hashable) -> None:
+        """The context's episode is over: what the source keeps for it may go."""
+
+    def clear_contexts(self) -> None:
+        """Drops every context (the engine calls it at the start and end of each rollout)."""
 
 
 class ModelReplies:
@@ -160,5 +183,12 @@ class ScriptedReplies:
             replies.append(Reply(agent.act(tuple(r.messages)), [], [], "scripted"))
         return replies
 
+    @property
+    def max_contexts(self) -> Optional[int]:
+        return None  # one agent object per episode: no limit
+
     def forget(self, uid: int) -> None:
         self._agents.pop(uid, None)
+
+    def clear_contexts(self) -> None:
+        self._agents.clear()

@@ -9,12 +9,16 @@ one-turn conversation, a prompt rebuilt after dropping old observations). The
 RL update trains each segment as one sequence (cmat_jax/rl/).
 
 Records are plain data: `to_json()` / `from_json()` round-trip them exactly.
+A verdict on a turn is a typed dict (`StaticVerdict`, `LearnedVerdict`), so it
+is written as it is held.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Literal, Optional, TypedDict, Union
+
+from cmat_jax.envs.base import FAILED, OUT_OF_ROUNDS, SOLVED, UNREADABLE
 
 # Roles that write turns. The Assistant acts in the environment; the learned Checker
 # judges its statements; a reflection is the Assistant's self-reflection after a failed trial.
@@ -30,6 +34,29 @@ FORMAT_FAILURE = "format_failure"  # a reply DBBench cannot read
 ROUND_LIMIT = "round_limit"
 CONTEXT_OVERFLOW = "context_overflow"  # the next prompt did not fit the sampler's context
 STATUSES = (CORRECT, WRONG, FORMAT_FAILURE, ROUND_LIMIT, CONTEXT_OVERFLOW)
+# The status of an episode the environment ended, by its outcome (cmat_jax.envs.base OUTCOMES).
+STATUS_OF_OUTCOME = {SOLVED: CORRECT, FAILED: WRONG, UNREADABLE: FORMAT_FAILURE, OUT_OF_ROUNDS: ROUND_LIMIT}
+
+
+class StaticVerdict(TypedDict):
+    """The static Checker's verdict on an Assistant turn's statement."""
+
+    source: Literal["static"]
+    ok: bool
+    reason: str  # "" when ok
+    rule: str  # the check that rejected it ("" when ok)
+
+
+class LearnedVerdict(TypedDict):
+    """The learned Checker's parsed reply: on the Assistant turn it judged, and on its own turn."""
+
+    source: Literal["learned"]
+    ok: bool  # an unreadable reply approves
+    reason: str
+    readable: bool  # the reply held a verdict in the Checker's format
+
+
+Verdict = Union[StaticVerdict, LearnedVerdict]
 
 
 @dataclasses.dataclass
@@ -42,9 +69,9 @@ class Turn:
     finish_reason: str  # eos | length | stop | scripted
     text: str  # the reply as the environment (or the engine) read it
     observation: Optional[str] = None  # what came back: the environment's output or the Checker's reason
-    verdict: Optional[dict[str, Any]] = None  # assistant turns: the Checker's verdict on its statement
+    verdict: Optional[Verdict] = None  # assistant turns: the Checker's verdict on its statement
     info: dict[str, Any] = dataclasses.field(default_factory=dict)  # the environment's step info
-    reward: Optional[float] = None  # per-turn reward (Checker turns), set when the episode ends
+    reward: Optional[float] = None  # learned-Checker turns: rewards.checker_reward, set when the episode ends
 
 
 @dataclasses.dataclass
@@ -55,7 +82,7 @@ class Trajectory:
     sample: int  # 0 .. G-1
     trial: int  # 0-based; trial t > 0 saw reflections written after failed trials
     turns: list[Turn] = dataclasses.field(default_factory=list)
-    reward: float = 0.0  # the outcome reward (1 correct, 0 otherwise; see rl/ for shaping)
+    reward: float = 0.0  # rewards.outcome_reward, set when the episode ends (rewards.assistant_reward reads it)
     status: str = ""  # one of STATUSES once finished
     memory_shown: list[str] = dataclasses.field(default_factory=list)  # reflections shown in the prompt
     dropped_observations: int = 0  # observation turns left out of the prompt to fit the token budget
@@ -67,6 +94,10 @@ class Trajectory:
 
     def role_turns(self, role: str) -> list[Turn]:
         return [t for t in self.turns if t.role == role]
+
+    def next_segment(self) -> int:
+        """The segment of a turn that starts a new one: one past every segment so far."""
+        return 1 + max((t.segment for t in self.turns), default=-1)
 
     def to_json(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))

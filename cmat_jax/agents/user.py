@@ -7,10 +7,12 @@ without replacement within one call, seeded, and the whole state (the RNG and
 each task's last success rate) is plain JSON saved with the run. With the
 curriculum off every task is equally likely.
 
-The opening of an episode is DBBench v0.2's: the instructions, the agent's
-"Ok.", then the task. A retry's memory block goes right before the task, in the
-same user turn. `instructions` replaces DBBench's instruction text (the demo's
-tiny model uses prompts.SHORT_INSTRUCTIONS); None keeps it verbatim.
+The opening of an episode is the environment's (DBBench v0.2's: the
+instructions, the agent's "Ok.", then the task). A retry's memory block goes
+right before the task, in the same user turn. `instructions` replaces the
+opening's instruction text (the demo's tiny model uses
+prompts.SHORT_INSTRUCTIONS); None keeps it verbatim. Tasks are read through
+cmat_jax.envs.base's Task protocol.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from cmat_jax.chat import USER, Message
-from cmat_jax.envs.sql.tasks import SqlTask
+from cmat_jax.envs.base import Task
 
 
 class User:
-    def __init__(self, tasks: Sequence[SqlTask], *, seed: int, curriculum: bool = True, boost: float = 3.0,
+    def __init__(self, tasks: Sequence[Task], *, seed: int, curriculum: bool = True, boost: float = 3.0,
                  instructions: Optional[str] = None):
         if not tasks:
             raise ValueError("the User's task pool is empty; give it at least one task")
@@ -51,7 +53,7 @@ class User:
                     w[i] = self.boost
         return w / w.sum()
 
-    def draw(self, count: int) -> list[SqlTask]:
+    def draw(self, count: int) -> list[Task]:
         """`count` distinct tasks (the whole pool, in a random order, when it is not larger)."""
         count = min(count, len(self.tasks))
         picks = self._rng.choice(len(self.tasks), size=count, replace=False, p=self.weights())

@@ -29,7 +29,7 @@ from cmat_jax.chat import ASSISTANT, USER, Message
 from cmat_jax.demos.mistakes import draw_mistakes
 from cmat_jax.demos.oracle import OracleAgent
 from cmat_jax.demos.reflections import play_reflections, reflection_conversations, reflection_mistakes
-from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
+from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig, SqlEnvironments
 from cmat_jax.envs.sql.tasks import SqlTask
 from cmat_jax.fileio import write_text_atomic
 
@@ -85,7 +85,8 @@ def _plain_demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlE
     if not tasks:
         return []
     mistakes = recovery_mistakes(tasks, recovery_fraction, seed, env_config)
-    engine = RolloutEngine(env_config, RolloutConfig(checker="off", assistant=SamplingSettings(1, 0.0)),
+    engine = RolloutEngine(SqlEnvironments(env_config),
+                           RolloutConfig(checker="off", assistant=SamplingSettings(1, 0.0)),
                            assistant=ScriptedReplies(lambda: OracleAgent(query_first=True, mistakes=mistakes)))
     trajectories = engine.run(tasks, user=user)
     failed = [t.task_id for t in trajectories if not t.correct]

@@ -5,14 +5,34 @@ that precede the agent's first reply (fixed instructions and the task itself);
 `Environment.step(text)` takes the agent's reply and returns the next user turn
 as the observation, a reward and whether the episode is over. Agents see only
 the conversation so far.
+
+The rollout engine (cmat_jax/agents) needs a little more, and nothing of any
+one environment's names: the action a reply would take (`pending_action`), so
+that a Checker role can judge it first; `step(text, rejection)`, which refuses
+that action with the Checker's reason; how a finished episode ended, in the
+environment-neutral `OUTCOMES` (`outcome(info)`); and `close()`. An
+`Environments` supplies an engine with fresh environments and each task's
+static Checker; the engine reads a task only through `Task`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Protocol, Sequence
+from typing import Any, NamedTuple, Optional, Protocol, Sequence
 
 from cmat_jax.chat import ASSISTANT, USER, Message
+
+# How an episode ended (Environment.outcome of its last step's info).
+SOLVED = "solved"
+FAILED = "failed"  # ended (answered, or changed what it acts on) and was graded wrong
+UNREADABLE = "unreadable"  # a reply the environment could not read
+OUT_OF_ROUNDS = "out_of_rounds"  # the episode used up its actions without an answer
+OUTCOMES = (SOLVED, FAILED, UNREADABLE, OUT_OF_ROUNDS)
+
+# The step info entry where an environment that checks actions itself reports its own verdict; the rollout
+# engine, whose Checker role judges instead, leaves it out of the record.
+OWN_VERDICT = "verdict"
+
 
 class Step(NamedTuple):
     """Unpacks as (observation, reward, done, info), as gym-style loops expect."""
@@ -23,13 +43,72 @@ class Step(NamedTuple):
     info: dict[str, Any]
 
 
+class Task(Protocol):
+    """What agents read of a task."""
+
+    @property
+    def task_id(self) -> str:  # unique within a task pool
+        ...
+
+    @property
+    def task_type(self) -> str:
+        ...
+
+    @property
+    def prompt(self) -> str:  # the user turn that poses the task
+        ...
+
+
 class Environment(Protocol):
     def reset(self, task: Any) -> tuple[Message, ...]:
         """Starts an episode; returns the opening turns, the last of which is a user turn."""
         ...
 
-    def step(self, text: str) -> Step:
-        """Applies the agent's reply."""
+    def pending_action(self, text: str) -> Optional[str]:
+        """The action `step(text)` would take that a Checker may judge, or None (the reply ends the episode)."""
+        ...
+
+    def step(self, text: str, rejection: Optional[str] = None) -> Step:
+        """Applies the agent's reply. `rejection`: a Checker's reason for refusing the reply's pending action;
+        the action is not taken, it uses up its round, and the reason is the observation."""
+        ...
+
+    def outcome(self, info: dict[str, Any]) -> str:
+        """How the episode ended, one of OUTCOMES, from the info of its last step."""
+        ...
+
+    def close(self) -> None:
+        """Ends the current episode, if any, and frees what it holds."""
+        ...
+
+
+class CheckResult(Protocol):
+    @property
+    def ok(self) -> bool:
+        ...
+
+    @property
+    def reason(self) -> str:  # one line the agent can act on ("" when ok)
+        ...
+
+    @property
+    def rule(self) -> str:  # which check rejected the action ("" when ok)
+        ...
+
+
+class StaticChecker(Protocol):
+    def check(self, action: str) -> CheckResult:
+        """Verifies a pending action of one task without taking it."""
+        ...
+
+
+class Environments(Protocol):
+    """Where a rollout engine plays: fresh environments, and the static Checker of each task."""
+
+    def new(self) -> Environment:
+        ...
+
+    def static_checker(self, task: Any) -> StaticChecker:
         ...
 
 

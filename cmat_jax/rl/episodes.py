@@ -1,10 +1,9 @@
 """Trajectories -> rewards, advantage groups and training segments; rollout metrics.
 
-Rewards a small model can climb: an Assistant trajectory earns 1 when correct,
-0 when wrong (or out of rounds or context), and `format_penalty` (default -1)
-when DBBench could not read a reply, so a format failure is distinguishable
-from a wrong answer. A learned Checker turn earns its own reward (see
-agents.engine.checker_reward).
+Rewards are agents/rewards.py's: an Assistant trajectory earns its outcome (1
+when correct, 0 when wrong, out of rounds or context) or `format_penalty`
+(default -1) when DBBench could not read a reply; a learned Checker turn earns
+the reward the engine wrote on it (its verdict's agreement with execution).
 
 Advantages are computed per (role, task) group: the Assistant's trajectories of
 one task in one iteration (G samples x trials), and the Checker's turns of one
@@ -22,17 +21,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from cmat_jax.agents.rewards import assistant_reward
 from cmat_jax.agents.trajectory import ASSISTANT_ROLE, CHECKER_ROLE, FORMAT_FAILURE, Trajectory, Turn
 from cmat_jax.rl.advantages import GroupAdvantages
 from cmat_jax.rl.rows import Segment
 
 TRAINABLE_ROLES = (ASSISTANT_ROLE, CHECKER_ROLE)
-
-
-def assistant_reward(trajectory: Trajectory, format_penalty: float) -> float:
-    if trajectory.status == FORMAT_FAILURE and not trajectory.correct:
-        return float(format_penalty)
-    return 1.0 if trajectory.correct else 0.0
 
 
 def role_samples(trajectories: Sequence[Trajectory], role: str, format_penalty: float

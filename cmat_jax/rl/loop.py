@@ -41,7 +41,7 @@ from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.replies import ModelReplies, SamplingSettings
 from cmat_jax.agents.trajectory import ASSISTANT_ROLE, CHECKER_ROLE
 from cmat_jax.agents.user import User
-from cmat_jax.envs.sql.env import SqlEnvConfig
+from cmat_jax.envs.sql.env import SqlEnvConfig, SqlEnvironments
 from cmat_jax.envs.sql.metrics import dbbench_metrics
 from cmat_jax.eval_report import final_trajectories
 from cmat_jax.rl import episodes as episode_lib
@@ -190,7 +190,7 @@ class CmatRun:
                 assistant=settings, trials=trials, checker=c.checker.mode, cache=c.rollout.cache,
                 checker_sampling=dataclasses.replace(settings, max_new_tokens=int(c.checker.max_new_tokens)),
                 reflection=dataclasses.replace(settings, max_new_tokens=int(c.reflection.max_new_tokens)))
-            return RolloutEngine(self.env_config, config, assistant=replies, tokenizer=self.tokenizer,
+            return RolloutEngine(SqlEnvironments(self.env_config), config, assistant=replies, tokenizer=self.tokenizer,
                                  checker_model=replies if learned else None,
                                  reflector=replies if trials > 1 else None, max_len=int(c.rollout.max_len))
 

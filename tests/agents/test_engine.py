@@ -9,14 +9,14 @@ from flax import nnx
 
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.memory import MEMORY_HEADER, ReflectionMemory
-from cmat_jax.agents.replies import ModelReplies, Reply, SamplingSettings, ScriptedReplies
+from cmat_jax.agents.replies import ModelReplies, Reply, ReplySource, SamplingSettings, ScriptedReplies
 from cmat_jax.agents.trajectory import CHECKER_ROLE, REFLECTION_ROLE, Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.chat import ASSISTANT, USER, Message
 from cmat_jax.data.tokenizer import decode_ids, end_of_turn_ids, render_chat, tokenize_text
 from cmat_jax.demos.oracle import OracleAgent
 from cmat_jax.envs.base import run_episode
-from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
+from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig, SqlEnvironments
 from cmat_jax.models.config import preset
 from cmat_jax.models.lora import LoRA, LoRAConfig
 from cmat_jax.models.transformer import Transformer
@@ -26,7 +26,7 @@ from tests.envs.sql_helpers import make_task
 GREEDY = SamplingSettings(max_new_tokens=24, temperature=0.0)
 
 
-class TokenizedScript:
+class TokenizedScript(ReplySource):
     """A scripted agent that answers like a model: its text's token ids plus the end-of-turn id."""
 
     def __init__(self, tokenizer, make_agent):
@@ -40,7 +40,7 @@ class TokenizedScript:
                       [0.0] * (len(tokenize_text(self.tokenizer, r.text)) + 1), "eos") for r in replies]
 
 
-class Fixed:
+class Fixed(ReplySource):
     """Replies with fixed texts, in order of the requests, as a model would (ids + end of turn)."""
 
     def __init__(self, tokenizer, text):
@@ -69,7 +69,7 @@ def conversation(trajectory: Trajectory, opening):
 
 
 def test_oracle_through_the_engine_reproduces_run_episode(dev_tasks):
-    engine = RolloutEngine(SqlEnvConfig(), RolloutConfig(checker="off", assistant=GREEDY),
+    engine = RolloutEngine(SqlEnvironments(SqlEnvConfig()), RolloutConfig(checker="off", assistant=GREEDY),
                            assistant=ScriptedReplies(OracleAgent))
     trajectories = engine.run(dev_tasks)
     env = SqlEnv(SqlEnvConfig(checker="off"))
@@ -80,14 +80,14 @@ def test_oracle_through_the_engine_reproduces_run_episode(dev_tasks):
         assert trajectory.final_info == episode.final_info
         assert trajectory.correct and trajectory.reward == 1.0
     # The static Checker approves every gold statement, so gating changes nothing for the oracle.
-    static = RolloutEngine(SqlEnvConfig(), RolloutConfig(checker="static", assistant=GREEDY),
+    static = RolloutEngine(SqlEnvironments(SqlEnvConfig()), RolloutConfig(checker="static", assistant=GREEDY),
                            assistant=ScriptedReplies(OracleAgent)).run(dev_tasks)
     assert [t.final_info for t in static] == [t.final_info for t in trajectories]
 
 
 def test_every_prompt_extends_the_previous_prompt_and_completion(dev_tasks, tokenizer):
     mutations = [t for t in dev_tasks if t.is_mutation][:6]
-    engine = RolloutEngine(SqlEnvConfig(), RolloutConfig(checker="static", assistant=GREEDY),
+    engine = RolloutEngine(SqlEnvironments(SqlEnvConfig()), RolloutConfig(checker="static", assistant=GREEDY),
                            assistant=TokenizedScript(tokenizer, OracleAgent), tokenizer=tokenizer)
     trajectories = engine.run(mutations, group_size=2)
     for trajectory in trajectories:
@@ -109,7 +109,7 @@ def test_reflections_are_written_after_failures_and_shown_capped(tokenizer):
     wrong = Fixed(tokenizer, 'Action: Answer\nFinal Answer: ["Bob"]')
     reflections = iter(f"Reflection number {i}: check the Score column." for i in range(10))
     reflector = Fixed(tokenizer, lambda request: next(reflections))
-    engine = RolloutEngine(SqlEnvConfig(), RolloutConfig(assistant=GREEDY, trials=4),
+    engine = RolloutEngine(SqlEnvironments(SqlEnvConfig()), RolloutConfig(assistant=GREEDY, trials=4),
                            assistant=wrong, tokenizer=tokenizer, reflector=reflector)
     memory = ReflectionMemory(omega=2)
     trajectories = engine.run([task], memory=memory)
@@ -136,7 +136,7 @@ def test_a_learned_checker_rejection_stops_the_statement(tokenizer):
     statement = "Action: Operation\n```sql\nSELECT Name FROM People ORDER BY Score DESC LIMIT 1\n```"
     assistant = Fixed(tokenizer, lambda r: statement if len(r.messages) == 3 else 'Action: Answer\nFinal Answer: ["adam"]')
     checker = Fixed(tokenizer, "Verdict: REJECT\nReason: sort by the Score column as a number.")
-    engine = RolloutEngine(SqlEnvConfig(), RolloutConfig(assistant=GREEDY, checker="learned"),
+    engine = RolloutEngine(SqlEnvironments(SqlEnvConfig()), RolloutConfig(assistant=GREEDY, checker="learned"),
                            assistant=assistant, tokenizer=tokenizer, checker_model=checker)
     [trajectory] = engine.run([task])
     first = trajectory.role_turns("assistant")[0]
@@ -152,7 +152,7 @@ def test_a_learned_checker_rejection_stops_the_statement(tokenizer):
     # The static Checker rejects an unknown column before the learned one is asked.
     bad = "Action: Operation\n```sql\nSELECT Nope FROM People\n```"
     checker.requests.clear()
-    engine = RolloutEngine(SqlEnvConfig(), RolloutConfig(assistant=GREEDY, checker="static+learned"),
+    engine = RolloutEngine(SqlEnvironments(SqlEnvConfig()), RolloutConfig(assistant=GREEDY, checker="static+learned"),
                            assistant=Fixed(tokenizer, lambda r: bad if len(r.messages) == 3 else
                                            'Action: Answer\nFinal Answer: ["adam"]'),
                            tokenizer=tokenizer, checker_model=checker)
@@ -166,7 +166,8 @@ def test_prompts_over_the_budget_drop_old_observations_then_overflow(dev_tasks, 
     task = next(t for t in dev_tasks if not t.is_mutation)
     statement = "Action: Operation\n```sql\nSELECT * FROM `" + task.table_name + "`\n```"
     run = lambda budget, rounds=4: RolloutEngine(  # noqa: E731
-        SqlEnvConfig(max_rounds=rounds), RolloutConfig(assistant=GREEDY, checker="off", prompt_budget=budget),
+        SqlEnvironments(SqlEnvConfig(max_rounds=rounds)),
+        RolloutConfig(assistant=GREEDY, checker="off", prompt_budget=budget),
         assistant=Fixed(tokenizer, statement), tokenizer=tokenizer).run([task])[0]
     free = run(None)
     lengths = [len(t.prompt_ids) for t in free.turns]
@@ -193,8 +194,8 @@ def sampled_engine(model, tokenizer, trials=1, max_batch=None):
     replies = ModelReplies(sampler, tokenizer)
     config = RolloutConfig(assistant=SamplingSettings(max_new_tokens=12, temperature=1.0), trials=trials,
                            reflection=SamplingSettings(max_new_tokens=8, temperature=1.0))
-    return RolloutEngine(SqlEnvConfig(), config, assistant=replies, tokenizer=tokenizer, reflector=replies,
-                         max_len=1024)
+    return RolloutEngine(SqlEnvironments(SqlEnvConfig()), config, assistant=replies, tokenizer=tokenizer,
+                         reflector=replies, max_len=1024)
 
 
 def test_batched_episodes_equal_episodes_run_alone(dev_tasks, tokenizer, tiny):
@@ -267,9 +268,10 @@ def test_bad_settings_are_refused(tokenizer):
     with pytest.raises(ValueError, match="trials must be a positive int"):
         RolloutConfig(trials=0)
     with pytest.raises(ValueError, match="needs a model for the Checker role"):
-        RolloutEngine(SqlEnvConfig(), RolloutConfig(checker="learned"), assistant=ScriptedReplies(OracleAgent))
+        RolloutEngine(SqlEnvironments(SqlEnvConfig()), RolloutConfig(checker="learned"),
+                      assistant=ScriptedReplies(OracleAgent))
     with pytest.raises(ValueError, match="needs a model to write reflections"):
-        RolloutEngine(SqlEnvConfig(), RolloutConfig(trials=2), assistant=ScriptedReplies(OracleAgent))
-    engine = RolloutEngine(SqlEnvConfig(), RolloutConfig(), assistant=ScriptedReplies(OracleAgent))
+        RolloutEngine(SqlEnvironments(SqlEnvConfig()), RolloutConfig(trials=2), assistant=ScriptedReplies(OracleAgent))
+    engine = RolloutEngine(SqlEnvironments(SqlEnvConfig()), RolloutConfig(), assistant=ScriptedReplies(OracleAgent))
     with pytest.raises(ValueError, match="needs a key"):
         engine.run([make_task()])

@@ -14,7 +14,7 @@ from cmat_jax.agents.memory import ReflectionMemory
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.replies import ModelReplies, SamplingSettings
 from cmat_jax.agents.user import User
-from cmat_jax.envs.sql.env import SqlEnvConfig
+from cmat_jax.envs.sql.env import SqlEnvConfig, SqlEnvironments
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
 from tests.agents.test_slots import Forced, assert_same_records, sharp_tiny_model
 
@@ -68,7 +68,7 @@ def rollout(model, tokenizer, tasks, slots):
     replies = ModelReplies(Sampler(model, SamplerConfig(max_len=1024)), tokenizer)
     config = RolloutConfig(assistant=SamplingSettings(6, 1.0), reflection=SamplingSettings(6, 1.0), trials=2,
                            checker="static", cache="persistent", slots=slots, prompt_budget=1024 - 6 - 32)
-    engine = RolloutEngine(SqlEnvConfig(max_rounds=4), config, assistant=Forced(replies, tokenizer),
+    engine = RolloutEngine(SqlEnvironments(SqlEnvConfig(max_rounds=4)), config, assistant=Forced(replies, tokenizer),
                            tokenizer=tokenizer, reflector=replies)
     memory = ReflectionMemory()
     memory.add("earlier task", "a reflection from an earlier iteration")

@@ -13,7 +13,7 @@ from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.replies import ModelReplies, Reply, SamplingSettings
 from cmat_jax.agents.user import User
 from cmat_jax.data.tokenizer import tokenize_text
-from cmat_jax.envs.sql.env import SqlEnvConfig
+from cmat_jax.envs.sql.env import SqlEnvConfig, SqlEnvironments
 from cmat_jax.models.config import preset
 from cmat_jax.models.transformer import Transformer
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
@@ -79,8 +79,8 @@ def rollout(tiny, tokenizer, tasks, cache, slots=None):
     # The forced ids go after the prompt, so the prompt leaves room for them (old observations are dropped).
     config = RolloutConfig(assistant=SamplingSettings(6, 0.0), reflection=SamplingSettings(6, 0.0), trials=2,
                            checker="static", cache=cache, slots=slots, prompt_budget=1024 - 6 - 32)
-    engine = RolloutEngine(SqlEnvConfig(max_rounds=4), config, assistant=assistant, tokenizer=tokenizer,
-                           reflector=replies)
+    engine = RolloutEngine(SqlEnvironments(SqlEnvConfig(max_rounds=4)), config, assistant=assistant,
+                           tokenizer=tokenizer, reflector=replies)
     user = User(tasks, seed=0, curriculum=False, instructions=SHORT_INSTRUCTIONS)
     return engine.run(tasks, group_size=2, weights={"assistant": tiny}, user=user), assistant, replies, engine
 

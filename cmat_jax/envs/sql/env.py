@@ -9,15 +9,23 @@ Any other reply ends the episode: the text after "\\nFinal Answer:" is the answe
 the limit was reached). INSERT/UPDATE/DELETE tasks are graded on the table's
 final state whatever the episode's status; SELECT-family tasks on the answer.
 The reward is 1.0 for a correct episode, 0.0 otherwise, given on the last step.
+
+`SqlEnv` implements cmat_jax.envs.base's Environment: the pending action of a
+reply is its statement, a rejection passed to `step` keeps it from running, and
+`outcome` names DBBench's statuses in the protocol's words. Played alone
+(`run_episode`, the fuzz harness), the environment can apply the static Checker
+itself (`SqlEnvConfig.checker`); the rollout engine's environments
+(`SqlEnvironments`) leave that off, since there the Checker role gates.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Any
 
 from cmat_jax.chat import ASSISTANT, USER, Message
-from cmat_jax.envs.base import Step
+from cmat_jax.envs.base import FAILED, OUT_OF_ROUNDS, OWN_VERDICT, SOLVED, UNREADABLE, Step
 from cmat_jax.envs.sql import grading
 from cmat_jax.envs.sql.checker import Checker, Verdict
 from cmat_jax.envs.sql.database import EpisodeDatabase, Limits, TableImage, build_image
@@ -55,7 +63,8 @@ ROUND_LIMIT = "task_limit_reached"
 
 _FINAL_ANSWER = re.compile(r"\nFinal Answer:(.*)")
 
-CHECKER_MODES = ("enforce", "report", "off")
+# What the environment does with the static Checker of its own (not the rollout engine's Checker role).
+OWN_CHECKER_MODES = ("enforce", "report", "off")
 
 
 def _between(text: str, opening: str, closing: str) -> str | None:
@@ -81,8 +90,8 @@ class SqlEnvConfig:
     def __post_init__(self):
         if self.max_rounds < 1:
             raise ValueError(f"max_rounds must be at least 1, found {self.max_rounds}")
-        if self.checker not in CHECKER_MODES:
-            raise ValueError(f"checker must be one of {', '.join(CHECKER_MODES)}, found {self.checker!r}")
+        if self.checker not in OWN_CHECKER_MODES:
+            raise ValueError(f"checker must be one of {', '.join(OWN_CHECKER_MODES)}, found {self.checker!r}")
 
 
 class SqlEnv:
@@ -123,23 +132,23 @@ class SqlEnv:
         self._rejections = 0
         return (Message(USER, DBBENCH_INSTRUCTIONS), Message(ASSISTANT, INSTRUCTIONS_REPLY), Message(USER, task.prompt))
 
-    def pending_sql(self, text: str) -> str | None:
+    def pending_action(self, text: str) -> str | None:
         """The statement `step(text)` would execute, or None when the reply ends the episode."""
         if _between(text, "Action: ", "\n") == "Operation" and self._rounds < self.config.max_rounds:
             block = _between(text, "```sql\n", "\n```")
             return None if block is None else block.strip().replace("\n", " ")
         return None
 
-    def step(self, text: str, rejection: Verdict | None = None) -> Step:
-        """Applies the agent's reply. `rejection`: a Checker role's verdict against the reply's
-        statement; the statement then does not run, it uses up its round, and the verdict's
-        reason is the observation."""
+    def step(self, text: str, rejection: str | None = None) -> Step:
+        """Applies the agent's reply. `rejection`: a Checker role's reason for refusing the reply's
+        statement; the statement then does not run, it uses up its round, and the reason is the
+        observation."""
         if self._done:
             raise RuntimeError("the episode is over (or was never started); call reset(task) first")
         if not isinstance(text, str):
             raise TypeError(f"step expects the agent's reply as a string, found {type(text).__name__}")
         if _between(text, "Action: ", "\n") == "Operation" and self._rounds < self.config.max_rounds:
-            sql = self.pending_sql(text)
+            sql = self.pending_action(text)
             if sql is None:
                 return self._finish(FORMAT_FAILURE, "")
             if rejection is not None:
@@ -166,19 +175,20 @@ class SqlEnv:
         info = {
             "action": "operation",
             "sql": sql,
-            "verdict": verdict,
+            OWN_VERDICT: verdict,
             "executed": executed,
             "error": error,
             "round": self._rounds,
         }
         return Step(observation, 0.0, False, info)
 
-    def _reject(self, sql: str, verdict: Verdict) -> Step:
+    def _reject(self, sql: str, reason: str) -> Step:
         self._rounds += 1
         self._rejections += 1
-        info = {"action": "operation", "sql": sql, "verdict": verdict, "executed": False, "error": None,
+        # The environment's own Checker did not judge the statement: the Checker role did, before it.
+        info = {"action": "operation", "sql": sql, OWN_VERDICT: None, "executed": False, "error": None,
                 "round": self._rounds}
-        return Step(verdict.reason[: self.config.limits.max_output_chars], 0.0, False, info)
+        return Step(reason[: self.config.limits.max_output_chars], 0.0, False, info)
 
     def _finish(self, status: str, answer: str) -> Step:
         task = self._task
@@ -203,9 +213,31 @@ class SqlEnv:
         }
         return Step("", 1.0 if correct else 0.0, True, info)
 
+    def outcome(self, info: dict[str, Any]) -> str:
+        """The protocol's name (envs/base.py OUTCOMES) for how the episode of this last step's info ended."""
+        if info["correct"]:
+            return SOLVED
+        return {FORMAT_FAILURE: UNREADABLE, ROUND_LIMIT: OUT_OF_ROUNDS}.get(info["status"], FAILED)
+
     def close(self) -> None:
         """Ends the current episode, if any, and frees its database."""
         if self._db is not None:
             self._db.close()
             self._db = None
         self._done = True
+
+
+class SqlEnvironments:
+    """The rollout engine's DBBench (cmat_jax.envs.base Environments): environments that share one cache of
+    table images (an image is built once per task), with their own Checker off, since only the engine's
+    Checker role gates statements; and each task's static Checker."""
+
+    def __init__(self, config: SqlEnvConfig = SqlEnvConfig()):
+        self.config = dataclasses.replace(config, checker="off")
+        self._images: dict = {}
+
+    def new(self) -> SqlEnv:
+        return SqlEnv(self.config, self._images)
+
+    def static_checker(self, task: SqlTask) -> Checker:
+        return Checker.for_task(task)
