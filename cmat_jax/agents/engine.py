@@ -65,7 +65,7 @@ import jax
 from cmat_jax import distributed
 from cmat_jax.agents import prompts as prompt_lib
 from cmat_jax.agents.memory import ReflectionMemory, fit_observations, render_memory
-from cmat_jax.agents.replies import Reply, Request, SamplingSettings
+from cmat_jax.agents.replies import Reply, Request
 from cmat_jax.agents.trajectory import (ASSISTANT_ROLE, CHECKER_ROLE, CONTEXT_OVERFLOW, CORRECT, FORMAT_FAILURE,
                                         REFLECTION_ROLE, ROUND_LIMIT, WRONG, Trajectory, Turn)
 from cmat_jax.agents.user import User
@@ -75,6 +75,7 @@ from cmat_jax.envs.sql import env as sql_env
 from cmat_jax.envs.sql.checker import Checker, Verdict
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
 from cmat_jax.envs.sql.tasks import SqlTask
+from cmat_jax.sampling.policy import SamplingPolicy
 
 CHECKER_MODES = ("off", "static", "learned", "static+learned")
 CACHE_MODES = ("persistent", "reprefill")
@@ -85,9 +86,9 @@ MAX_OPEN_EPISODES = 512  # episodes of one trial started (databases opened) at a
 
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
-    assistant: SamplingSettings = SamplingSettings(max_new_tokens=256)
-    checker_sampling: SamplingSettings = SamplingSettings(max_new_tokens=64, temperature=0.0)
-    reflection: SamplingSettings = SamplingSettings(max_new_tokens=128, temperature=0.0)
+    assistant: SamplingPolicy = SamplingPolicy(max_new_tokens=256)
+    checker_sampling: SamplingPolicy = SamplingPolicy(max_new_tokens=64, temperature=0.0)
+    reflection: SamplingPolicy = SamplingPolicy(max_new_tokens=128, temperature=0.0)
     trials: int = 1  # attempts per episode; 1 = no reflection
     checker: str = "static"  # off | static | learned | static+learned
     prompt_budget: Optional[int] = None  # prompt tokens; None: the sampler's max_len - assistant max_new_tokens
@@ -305,7 +306,7 @@ class RolloutEngine:
         finally:
             setattr(self.stats, field, getattr(self.stats, field) + time.perf_counter() - start)
 
-    def _call(self, source, weights, requests: list[Request], settings: SamplingSettings) -> list[Reply]:
+    def _call(self, source, weights, requests: list[Request], settings: SamplingPolicy) -> list[Reply]:
         replies = source(weights, requests, settings)
         self.stats.sampler_calls += bool(requests)
         self.stats.new_tokens += sum(len(r.ids) for r in replies)

@@ -24,7 +24,7 @@ from typing import Sequence
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.mistakes import draw_mistakes
 from cmat_jax.agents.oracle import OracleAgent
-from cmat_jax.agents.replies import SamplingSettings, ScriptedReplies
+from cmat_jax.agents.replies import ScriptedReplies
 from cmat_jax.agents.trajectory import Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.chat import ASSISTANT, USER, Message
@@ -32,6 +32,7 @@ from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
 from cmat_jax.envs.sql.tasks import SqlTask
 from cmat_jax.fileio import write_text_atomic
 from cmat_jax.rl.reflection_demos import play_reflections, reflection_conversations, reflection_mistakes
+from cmat_jax.sampling.policy import SamplingPolicy
 
 
 _SHARES = {"recovery_fraction": "the share of tasks played with a mistaken first statement",
@@ -85,7 +86,7 @@ def _plain_demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlE
     if not tasks:
         return []
     mistakes = recovery_mistakes(tasks, recovery_fraction, seed, env_config)
-    engine = RolloutEngine(env_config, RolloutConfig(checker="off", assistant=SamplingSettings(1, 0.0)),
+    engine = RolloutEngine(env_config, RolloutConfig(checker="off", assistant=SamplingPolicy(1, 0.0)),
                            assistant=ScriptedReplies(lambda: OracleAgent(query_first=True, mistakes=mistakes)))
     trajectories = engine.run(tasks, user=user)
     failed = [t.task_id for t in trajectories if not t.correct]
