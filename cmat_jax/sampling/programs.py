@@ -66,7 +66,11 @@ def default_decode_xla_options(platform: str) -> Optional[dict]:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ProgramSpec:
-    """What a sampler's programs are compiled for (a static argument, hashed by identity)."""
+    """What a sampler's programs are compiled for (a static argument, hashed by identity).
+
+    JAX's jit caches (LRU, a few thousand entries) hold a spec and its executables until evicted, also after
+    its Sampler is gone; a run builds its few Samplers once.
+    """
 
     graphdef: nnx.GraphDef
     model_cfg: ModelConfig
