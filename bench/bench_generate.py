@@ -99,7 +99,7 @@ def decode_xla_options(args) -> dict | None:
     """The SamplerConfig.decode_xla_options that the flags ask for (None = the sampler's own)."""
     import jax
 
-    from cmat_jax.sampling.sampler import default_decode_xla_options
+    from cmat_jax.sampling.programs import default_decode_xla_options
 
     if not args.decode_xla_option:
         return {} if args.xla_default_decode else None
@@ -115,7 +115,7 @@ def run_jax(args) -> dict:
 
     from cmat_jax.models.config import preset
     from cmat_jax.models.transformer import Transformer
-    from cmat_jax.sampling import Sampler, SamplerConfig
+    from cmat_jax.sampling import Sampler, SamplerConfig, SamplingPolicy
 
     cfg = preset(args.preset)
     dtype = jnp.dtype(args.dtype)
@@ -135,7 +135,7 @@ def run_jax(args) -> dict:
     prompts = random_prompts(args, cfg.vocab_size).tolist()
 
     def generate(n):
-        return sampler.generate(model, prompts, n, temperature=0.0, eos_ids=())
+        return sampler.generate(model, prompts, SamplingPolicy(n, temperature=0.0), eos_ids=())
 
     start = time.perf_counter()
     result = generate(args.new_tokens)

@@ -314,9 +314,10 @@ def run_engine(args) -> dict:
     from flax import nnx
 
     from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
-    from cmat_jax.agents.replies import ModelReplies, SamplingSettings
+    from cmat_jax.agents.replies import ModelReplies
     from cmat_jax.agents.trajectory import ASSISTANT_ROLE
     from cmat_jax.envs.sql.env import SqlEnvConfig, SqlEnvironments
+    from cmat_jax.sampling.policy import SamplingPolicy
     from cmat_jax.sampling.sampler import Sampler, SamplerConfig
 
     tasks, tokenizer, max_len = load_workload(args)
@@ -328,9 +329,9 @@ def run_engine(args) -> dict:
     checker = TimedReplies(replies)
     reflector = TimedReplies(replies)
     config = RolloutConfig(
-        assistant=SamplingSettings(args.max_new_tokens, args.temperature),
-        checker_sampling=SamplingSettings(args.checker_max_new_tokens, 0.0),
-        reflection=SamplingSettings(args.reflection_max_new_tokens, 0.0),
+        assistant=SamplingPolicy(args.max_new_tokens, args.temperature),
+        checker_sampling=SamplingPolicy(args.checker_max_new_tokens, 0.0),
+        reflection=SamplingPolicy(args.reflection_max_new_tokens, 0.0),
         trials=args.trials, checker=args.checker, cache=args.cache,
         # The forced header goes after the prompt, so the prompt leaves room for it too.
         prompt_budget=max_len - args.max_new_tokens - headers.longest(tasks))

@@ -90,16 +90,18 @@ def play(sampler, slots, state, workload: Workload, key) -> tuple[float, list]:
     """One rollout of every episode of the workload; returns its wall time and the sampled ids per turn."""
     import jax
 
+    from cmat_jax.sampling.policy import SamplingPolicy
+
     conversations = workload.openings()
     replies = []
     start = time.perf_counter()
     for turn in range(workload.turns):
         keys = jax.random.split(jax.random.fold_in(key, turn), workload.batch)
-        kwargs = dict(key=keys, temperature=1.0, eos_ids=())
+        policy = SamplingPolicy(workload.new_tokens, temperature=1.0)
         if slots is None:
-            result = sampler.generate(state, conversations, workload.new_tokens, **kwargs)
+            result = sampler.generate(state, conversations, policy, key=keys, eos_ids=())
         else:
-            result = slots.generate(state, range(workload.batch), conversations, workload.new_tokens, **kwargs)
+            result = slots.generate(state, range(workload.batch), conversations, policy, key=keys, eos_ids=())
         replies.append(result.token_ids)
         conversations = [c + ids + workload.observation_ids(e, turn)
                          for e, (c, ids) in enumerate(zip(conversations, result.token_ids))]

@@ -45,7 +45,7 @@ from cmat_jax import sharding as sharding_lib
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.memory import ReflectionMemory
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
-from cmat_jax.agents.replies import ModelReplies, SamplingSettings, ScriptedReplies
+from cmat_jax.agents.replies import ModelReplies, ScriptedReplies
 from cmat_jax.agents.trajectory import CHECKER_ROLE, Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.data.tokenizer import load_tokenizer
@@ -54,6 +54,7 @@ from cmat_jax.envs.sql.database import Limits
 from cmat_jax.envs.sql.env import SqlEnvConfig, SqlEnvironments
 from cmat_jax.envs.sql.tasks import load_tasks
 from cmat_jax.models.config import preset
+from cmat_jax.sampling.policy import SamplingPolicy
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
 from cmat_jax.training import build
 from cmat_jax.training.config import default_config as run_default_config
@@ -173,7 +174,7 @@ def run_variant(config, settings: eval_config.Settings, players: Players, env_co
     """One variant's trajectories (every trial) and metrics, with a progress bar over its episodes."""
     from tqdm import tqdm
 
-    greedy = lambda tokens: SamplingSettings(max_new_tokens=int(tokens), temperature=0.0)  # noqa: E731
+    greedy = lambda tokens: SamplingPolicy(max_new_tokens=int(tokens), temperature=0.0)  # noqa: E731
     rollout = RolloutConfig(
         assistant=greedy(settings.max_new_tokens or 1),  # the oracle samples nothing
         checker_sampling=greedy(config.sampling.checker_max_new_tokens),

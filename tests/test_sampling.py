@@ -17,8 +17,8 @@ from cmat_jax.checkpoints.hf import load_hf_model
 from cmat_jax.models.config import preset
 from cmat_jax.models.lora import LoRA, LoRAConfig, merge_lora
 from cmat_jax.models.transformer import Transformer
-from cmat_jax.sampling import Sampler, SamplerConfig, SamplingParams, greedy_generate, policy_log_probs
-from cmat_jax.sampling.sampler import GPU_DECODE_XLA_OPTIONS
+from cmat_jax.sampling import Sampler, SamplerConfig, SamplingPolicy, greedy_generate, policy_log_probs
+from cmat_jax.sampling.programs import GPU_DECODE_XLA_OPTIONS
 from tests import tiny_hf
 
 ATOL = 1e-4  # float32 log-probabilities; fixed, never loosened
@@ -94,7 +94,7 @@ def tiny_sampler(tiny_model):
 def test_greedy_matches_transformers(hf_sampler):
     hf_model, sampler, model = hf_sampler
     prompts = make_prompts(hf_model.config.vocab_size)
-    ours = sampler.generate(model, prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
+    ours = sampler.generate(model, prompts, SamplingPolicy(NEW_TOKENS, temperature=0.0), eos_ids=())
     assert ours.token_ids == hf_greedy(hf_model, prompts, NEW_TOKENS)
     assert ours.finish_reasons == ["length"] * len(prompts)
     assert all(len(set(row)) > 2 for row in ours.token_ids), "degenerate reference: too few distinct tokens"
@@ -105,7 +105,7 @@ def test_unrolled_decode_layers_match_transformers(hf_pair):
     model = load_hf_model(path, attention_impl="xla")
     sampler = Sampler(model, SamplerConfig(unroll_decode_layers=True))
     prompts = make_prompts(hf_model.config.vocab_size, seed=3)
-    ours = sampler.generate(model, prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
+    ours = sampler.generate(model, prompts, SamplingPolicy(NEW_TOKENS, temperature=0.0), eos_ids=())
     assert ours.token_ids == hf_greedy(hf_model, prompts, NEW_TOKENS)
 
 
@@ -115,19 +115,20 @@ def test_gpu_decode_xla_options_match_transformers(hf_pair):
     config = SamplerConfig(decode_xla_options=GPU_DECODE_XLA_OPTIONS)
     model = load_hf_model(path, attention_impl="xla")
     sampler = Sampler(model, config)
-    assert sampler._decode_xla_options() == GPU_DECODE_XLA_OPTIONS
+    assert sampler.decode_xla_options == GPU_DECODE_XLA_OPTIONS
     prompts = make_prompts(hf_model.config.vocab_size, seed=4)
-    ours = sampler.generate(model, prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
+    ours = sampler.generate(model, prompts, SamplingPolicy(NEW_TOKENS, temperature=0.0), eos_ids=())
     assert ours.token_ids == hf_greedy(hf_model, prompts, NEW_TOKENS)
 
 
 def test_every_eos_id_of_the_checkpoint_ends_a_row(tiny_model):
     prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
-    free = Sampler(tiny_model).generate(tiny_model, prompts, 12, temperature=0.0, eos_ids=()).token_ids
+    free = Sampler(tiny_model).generate(tiny_model, prompts, SamplingPolicy(12, temperature=0.0), eos_ids=()).token_ids
     eos = (free[0][3], free[1][5])  # two ids that end rows 0 and 1 mid-way
     model = Transformer(preset("tiny").replace(eos_token_id=eos), attention_impl="xla", rngs=nnx.Rngs(0))
     nnx.update(model, nnx.state(tiny_model))
-    default = Sampler(model).generate(model, prompts, 12, temperature=0.0)  # eos_ids=None: the checkpoint's ids
+    # eos_ids=None: the checkpoint's ids
+    default = Sampler(model).generate(model, prompts, SamplingPolicy(12, temperature=0.0))
     for row, ids in zip(free, default.token_ids):
         stops = [i for i, t in enumerate(row) if t in eos]
         assert ids == (row[:stops[0] + 1] if stops else row)
@@ -136,16 +137,16 @@ def test_every_eos_id_of_the_checkpoint_ends_a_row(tiny_model):
 
 def test_decode_xla_options_default_per_platform(tiny_model):
     on_gpu = jax.default_backend() == "gpu"
-    assert Sampler(tiny_model)._decode_xla_options() == (GPU_DECODE_XLA_OPTIONS if on_gpu else None)
-    assert Sampler(tiny_model, SamplerConfig(decode_xla_options={}))._decode_xla_options() is None
+    assert Sampler(tiny_model).decode_xla_options == (GPU_DECODE_XLA_OPTIONS if on_gpu else None)
+    assert Sampler(tiny_model, SamplerConfig(decode_xla_options={})).decode_xla_options is None
 
 
 def test_greedy_eos_matches_transformers(hf_sampler):
     hf_model, sampler, model = hf_sampler
     prompts = make_prompts(hf_model.config.vocab_size)
-    free = sampler.generate(model, prompts, NEW_TOKENS, temperature=0.0, eos_ids=())
+    free = sampler.generate(model, prompts, SamplingPolicy(NEW_TOKENS, temperature=0.0), eos_ids=())
     eos = free.token_ids[1][4]  # a token that ends row 1 mid-way (and maybe others)
-    result = sampler.generate(model, prompts, NEW_TOKENS, temperature=0.0, eos_ids=[eos])
+    result = sampler.generate(model, prompts, SamplingPolicy(NEW_TOKENS, temperature=0.0), eos_ids=[eos])
     assert result.token_ids == hf_greedy(hf_model, prompts, NEW_TOKENS, eos_id=eos)
     assert result.finish_reasons[1] == "eos" and result.token_ids[1][-1] == eos
     for ids, reason in zip(result.token_ids, result.finish_reasons):
@@ -201,7 +202,7 @@ def _forward_logits(graphdef_state, seq_bt):
     return nnx.merge(*graphdef_state)(seq_bt)[0]
 
 
-def full_forward_log_probs(model, prompts, generated, params: SamplingParams):
+def full_forward_log_probs(model, prompts, generated, params: SamplingPolicy):
     """Policy log-probabilities of each row's generated ids from one uncached forward pass
     over right-padded prompt + generation sequences (padding after a row changes nothing before it)."""
     seqs = [p + g for p, g in zip(prompts, generated)]
@@ -211,27 +212,25 @@ def full_forward_log_probs(model, prompts, generated, params: SamplingParams):
     logits_btv = _forward_logits(nnx.split(model), seq_bt)
     out = []
     for r, (p, g) in enumerate(zip(prompts, generated)):
-        log_probs_tv = policy_log_probs(logits_btv[r, len(p) - 1: len(p) + len(g) - 1], *params.values(),
-                                        params.mode)
+        log_probs_tv = policy_log_probs(logits_btv[r, len(p) - 1: len(p) + len(g) - 1], params.values())
         out.append(np.asarray(jnp.take_along_axis(log_probs_tv, jnp.asarray(g)[:, None], axis=-1)[:, 0]))
     return out
 
 
 @pytest.mark.parametrize("params", [
-    SamplingParams(temperature=0.0),
-    SamplingParams(temperature=1.0),
-    SamplingParams(temperature=0.7, top_k=20, top_p=0.9),
+    SamplingPolicy(10, temperature=0.0),
+    SamplingPolicy(10, temperature=1.0),
+    SamplingPolicy(10, temperature=0.7, top_k=20, top_p=0.9),
 ], ids=["greedy", "plain", "top_k_top_p"])
 def test_logprobs_equal_full_forward(tiny_model, tiny_sampler, params):
     prompts = make_prompts(1024, seed=2)
-    result = tiny_sampler.generate(tiny_model, prompts, 10, key=jax.random.key(0), temperature=params.temperature,
-                                          top_k=params.top_k, top_p=params.top_p, eos_ids=())
+    result = tiny_sampler.generate(tiny_model, prompts, params, key=jax.random.key(0), eos_ids=())
     expected = full_forward_log_probs(tiny_model, prompts, result.token_ids, params)
     for lps, want in zip(result.logprobs, expected):
         np.testing.assert_allclose(lps, want, atol=ATOL, rtol=0)
         assert np.all(np.isfinite(lps)) and np.all(lps <= 0)
     if params.top_k:  # the policy's support is cut: some draws have probability well above the plain softmax's
-        plain = full_forward_log_probs(tiny_model, prompts, result.token_ids, SamplingParams(1.0))
+        plain = full_forward_log_probs(tiny_model, prompts, result.token_ids, SamplingPolicy(temperature=1.0))
         assert np.max(np.concatenate(result.logprobs) - np.concatenate(plain)) > 0.01
 
 
@@ -239,8 +238,8 @@ def test_top_k_then_top_p_keep_the_documented_support():
     logits_bv = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
 
     def kept(top_k, top_p):
-        params = SamplingParams(1.0, top_k, top_p)
-        return np.isfinite(np.asarray(policy_log_probs(logits_bv, *params.values(), params.mode)))[0].tolist()
+        params = SamplingPolicy(temperature=1.0, top_k=top_k, top_p=top_p)
+        return np.isfinite(np.asarray(policy_log_probs(logits_bv, params.values())))[0].tolist()
 
     assert kept(None, 0.4) == [True, False, False, False]
     assert kept(None, 0.7) == [True, True, False, False]
@@ -249,8 +248,8 @@ def test_top_k_then_top_p_keep_the_documented_support():
     # top-p applies to the top-k distribution renormalised: 0.5/0.8 = 0.625 already reaches 0.6.
     assert kept(None, 0.6) == [True, True, False, False]
     assert kept(2, 0.6) == [True, False, False, False]
-    params = SamplingParams(1.0, 2, None)
-    log_probs = policy_log_probs(logits_bv, *params.values(), params.mode)
+    params = SamplingPolicy(temperature=1.0, top_k=2, top_p=None)
+    log_probs = policy_log_probs(logits_bv, params.values())
     np.testing.assert_allclose(np.exp(log_probs[0, :2]), [0.5 / 0.8, 0.3 / 0.8], rtol=1e-6)
 
 
@@ -260,22 +259,24 @@ def test_top_k_then_top_p_keep_the_documented_support():
 def test_fixed_key_reproduces_and_other_keys_differ(tiny_model, tiny_sampler):
     sampler = tiny_sampler
     prompts = make_prompts(1024, seed=3)
-    run = lambda seed: sampler.generate(tiny_model, prompts, 10, key=jax.random.key(seed), eos_ids=())  # noqa: E731
+    run = lambda seed: sampler.generate(tiny_model, prompts, SamplingPolicy(10), key=jax.random.key(seed),  # noqa: E731
+                                        eos_ids=())
     first, again, other = run(0), run(0), run(1)
     assert first.token_ids == again.token_ids
     np.testing.assert_array_equal(np.concatenate(first.logprobs), np.concatenate(again.logprobs))
     assert first.token_ids != other.token_ids
-    legacy = sampler.generate(tiny_model, prompts, 10, key=jax.random.PRNGKey(0), eos_ids=())
+    legacy = sampler.generate(tiny_model, prompts, SamplingPolicy(10), key=jax.random.PRNGKey(0), eos_ids=())
     assert legacy.token_ids == first.token_ids
 
 
 def test_top_k_one_and_vanishing_temperature_equal_greedy(tiny_model, tiny_sampler):
     sampler = tiny_sampler
     prompts = make_prompts(1024, seed=4)
-    greedy = sampler.generate(tiny_model, prompts, 10, temperature=0.0, eos_ids=())
-    top1 = sampler.generate(tiny_model, prompts, 10, key=jax.random.key(5), top_k=1, eos_ids=())
-    cold = sampler.generate(tiny_model, prompts, 10, key=jax.random.key(5), temperature=1e-4, eos_ids=())
-    hot = sampler.generate(tiny_model, prompts, 10, key=jax.random.key(5), temperature=1.0, eos_ids=())
+    greedy = sampler.generate(tiny_model, prompts, SamplingPolicy(10, temperature=0.0), eos_ids=())
+    top1 = sampler.generate(tiny_model, prompts, SamplingPolicy(10, top_k=1), key=jax.random.key(5), eos_ids=())
+    cold = sampler.generate(tiny_model, prompts, SamplingPolicy(10, temperature=1e-4), key=jax.random.key(5),
+                            eos_ids=())
+    hot = sampler.generate(tiny_model, prompts, SamplingPolicy(10, temperature=1.0), key=jax.random.key(5), eos_ids=())
     assert top1.token_ids == greedy.token_ids
     assert cold.token_ids == greedy.token_ids
     assert hot.token_ids != greedy.token_ids
@@ -297,8 +298,8 @@ def test_many_varied_calls_compile_a_bounded_number_of_programs(tiny_model):
 
     def run_all():
         for prompts, new, temperature, top_k in calls:
-            sampler.generate(tiny_model, prompts, new, key=jax.random.key(0), temperature=temperature, top_k=top_k,
-                             eos_ids=[int(rng.randint(1024))])
+            sampler.generate(tiny_model, prompts, SamplingPolicy(new, temperature=temperature, top_k=top_k),
+                             key=jax.random.key(0), eos_ids=[int(rng.randint(1024))])
 
     run_all()
     # One batch bucket, one new-token bucket, one policy shape: a prefill and a
@@ -309,15 +310,15 @@ def test_many_varied_calls_compile_a_bounded_number_of_programs(tiny_model):
     compiled = sampler.num_compiles
     run_all()
     assert sampler.num_compiles == compiled
-    sampler.generate(tiny_model, calls[0][0], 3, temperature=0.0)  # greedy is another program shape
+    sampler.generate(tiny_model, calls[0][0], SamplingPolicy(3, temperature=0.0))  # greedy is another program shape
     assert sampler.num_compiles > compiled
 
 
 def test_batches_larger_than_max_batch_run_in_passes(tiny_model, tiny_sampler):
     prompts = make_prompts(1024, lengths=(5, 9, 2, 14, 7, 3), seed=5)
-    whole = tiny_sampler.generate(tiny_model, prompts, 6, temperature=0.0, eos_ids=())
+    whole = tiny_sampler.generate(tiny_model, prompts, SamplingPolicy(6, temperature=0.0), eos_ids=())
     passes = Sampler(tiny_model, SamplerConfig(max_batch=2))
-    split = passes.generate(tiny_model, prompts, 6, temperature=0.0, eos_ids=())
+    split = passes.generate(tiny_model, prompts, SamplingPolicy(6, temperature=0.0), eos_ids=())
     assert split.token_ids == whole.token_ids
     assert passes.trace_counts["prefill"] == 1  # three passes of 2 rows: one program
 
@@ -341,12 +342,13 @@ def first_stop(ids, stop):
 
 def test_stop_strings_trim_ids_and_text_exactly(tiny_model, tiny_sampler):
     prompts = make_prompts(1024, lengths=(4, 11, 6), seed=6)
-    free = tiny_sampler.generate(tiny_model, prompts, 24, temperature=0.0, eos_ids=(), tokenizer=letters)
+    free = tiny_sampler.generate(tiny_model, prompts, SamplingPolicy(24, temperature=0.0), eos_ids=(),
+                                 tokenizer=letters)
     assert free.texts == [letters(ids) for ids in free.token_ids]
     stop = free.texts[1][5:7]  # spans tokens 5-6 of row 1 (or ends earlier if the pair repeats)
     sampler = Sampler(tiny_model, SamplerConfig(stop_check_interval=4))
-    result = sampler.generate(tiny_model, prompts, 24, temperature=0.0, eos_ids=(), stop_strings=["@@", stop],
-                              tokenizer=letters)
+    result = sampler.generate(tiny_model, prompts, SamplingPolicy(24, temperature=0.0, stop_strings=["@@", stop]),
+                              eos_ids=(), tokenizer=letters)
     for r, ids in enumerate(free.token_ids):
         expected = first_stop(ids, stop)
         if expected is None:
@@ -362,26 +364,26 @@ def test_stop_strings_trim_ids_and_text_exactly(tiny_model, tiny_sampler):
 
 def test_eos_text_leaves_out_the_eos_token_and_stop_needs_a_tokenizer(tiny_model, tiny_sampler):
     prompts = make_prompts(1024, lengths=(4, 8), seed=7)
-    free = tiny_sampler.generate(tiny_model, prompts, 8, temperature=0.0, eos_ids=())
+    free = tiny_sampler.generate(tiny_model, prompts, SamplingPolicy(8, temperature=0.0), eos_ids=())
     eos = free.token_ids[0][3]
-    result = tiny_sampler.generate(tiny_model, prompts, 8, temperature=0.0, eos_ids=[eos], tokenizer=letters,
-                                          stop_strings=["zzzzzzzz"])
+    result = tiny_sampler.generate(tiny_model, prompts, SamplingPolicy(8, temperature=0.0, stop_strings=["zzzzzzzz"]),
+                                   eos_ids=[eos], tokenizer=letters)
     cut = free.token_ids[0].index(eos) + 1
     assert result.token_ids[0] == free.token_ids[0][:cut] and result.finish_reasons[0] == "eos"
     assert result.texts[0] == letters(free.token_ids[0][: cut - 1])
     with pytest.raises(ValueError, match="need a tokenizer"):
-        tiny_sampler.generate(tiny_model, prompts, 8, temperature=0.0, stop_strings=["x"])
+        tiny_sampler.generate(tiny_model, prompts, SamplingPolicy(8, temperature=0.0, stop_strings=["x"]))
 
 
 def test_stop_strings_with_a_transformers_tokenizer(tiny_model, tiny_sampler):
     tok = AutoTokenizer.from_pretrained(os.path.join(os.path.dirname(cmat_jax.__file__), "assets", "tokenizer"))
     prompt = tok.encode("SELECT name FROM users WHERE")
-    free = tiny_sampler.generate(tiny_model, [prompt], 16, temperature=0.0, eos_ids=(), tokenizer=tok)
+    free = tiny_sampler.generate(tiny_model, [prompt], SamplingPolicy(16, temperature=0.0), eos_ids=(), tokenizer=tok)
     text = free.texts[0]
     assert text == tok.decode(free.token_ids[0])
     stop = text[len(text) // 2: len(text) // 2 + 2]
-    result = tiny_sampler.generate(tiny_model, [prompt], 16, temperature=0.0, eos_ids=(), tokenizer=tok,
-                                          stop_strings=[stop])
+    result = tiny_sampler.generate(tiny_model, [prompt], SamplingPolicy(16, temperature=0.0, stop_strings=[stop]),
+                                   eos_ids=(), tokenizer=tok)
     assert result.finish_reasons == ["stop"]
     assert result.texts[0] == text[: text.index(stop)]
     assert stop in tok.decode(result.token_ids[0]) and stop not in tok.decode(result.token_ids[0][:-1])
@@ -393,26 +395,27 @@ def test_stop_strings_with_a_transformers_tokenizer(tiny_model, tiny_sampler):
 def test_requests_that_do_not_fit_fail_before_compiling(tiny_model):
     sampler = Sampler(tiny_model, SamplerConfig(max_len=64))
     with pytest.raises(ValueError, match=r"prompt 1 has 60 tokens; with max_new_tokens=10 it needs 70 positions"):
-        sampler.generate(tiny_model, [[1, 2], [3] * 60], 10, temperature=0.0)
+        sampler.generate(tiny_model, [[1, 2], [3] * 60], SamplingPolicy(10, temperature=0.0))
     default = Sampler(tiny_model)  # the tiny preset's context is 2048 positions
     with pytest.raises(ValueError, match="allows 2048"):
-        default.generate(tiny_model, [[1] * 2000], 100, temperature=0.0)
+        default.generate(tiny_model, [[1] * 2000], SamplingPolicy(100, temperature=0.0))
     with pytest.raises(ValueError, match="largest configured bucket 32"):
-        Sampler(tiny_model, SamplerConfig(prompt_buckets=(16, 32))).generate(tiny_model, [[1] * 40], 4, temperature=0.0)
+        Sampler(tiny_model, SamplerConfig(prompt_buckets=(16, 32))).generate(tiny_model, [[1] * 40],
+                                                                             SamplingPolicy(4, temperature=0.0))
     with pytest.raises(ValueError, match="prompt 0 is empty"):
-        sampler.generate(tiny_model, [[]], 4, temperature=0.0)
+        sampler.generate(tiny_model, [[]], SamplingPolicy(4, temperature=0.0))
     with pytest.raises(ValueError, match="outside the model's vocabulary"):
-        sampler.generate(tiny_model, [[5, 1024]], 4, temperature=0.0)
+        sampler.generate(tiny_model, [[5, 1024]], SamplingPolicy(4, temperature=0.0))
     with pytest.raises(ValueError, match="needs key="):
-        sampler.generate(tiny_model, [[5]], 4, temperature=0.8)
+        sampler.generate(tiny_model, [[5]], SamplingPolicy(4, temperature=0.8))
     with pytest.raises(ValueError, match="temperature must be"):
-        sampler.generate(tiny_model, [[5]], 4, temperature=-1.0, key=jax.random.key(0))
+        sampler.generate(tiny_model, [[5]], SamplingPolicy(4, temperature=-1.0), key=jax.random.key(0))
     with pytest.raises(ValueError, match="max_new_tokens must be a positive int"):
-        sampler.generate(tiny_model, [[5]], 0, temperature=0.0)
+        sampler.generate(tiny_model, [[5]], SamplingPolicy(0, temperature=0.0))
     with pytest.raises(TypeError, match="wrap it in a list"):
-        sampler.generate(tiny_model, [[5]], 4, temperature=0.0, stop_strings="```", tokenizer=letters)
+        sampler.generate(tiny_model, [[5]], SamplingPolicy(4, temperature=0.0, stop_strings="```"), tokenizer=letters)
     with pytest.raises(ValueError, match="one key per call"):
-        sampler.generate(tiny_model, [[5]], 4, key=jax.random.split(jax.random.key(0), 2))
+        sampler.generate(tiny_model, [[5]], SamplingPolicy(4), key=jax.random.split(jax.random.key(0), 2))
     assert sampler.num_compiles == default.num_compiles == 0
     with pytest.raises(ValueError, match="exceeds the model's context of 2048"):
         Sampler(tiny_model, SamplerConfig(max_len=4096))

@@ -26,7 +26,7 @@ def _child() -> None:
 
     from cmat_jax.models.config import preset
     from cmat_jax.models.transformer import Transformer
-    from cmat_jax.sampling import Sampler, SamplerConfig
+    from cmat_jax.sampling import Sampler, SamplerConfig, SamplingPolicy
     from cmat_jax.sharding import make_mesh, state_shardings
 
     assert jax.device_count() == 8, jax.devices()
@@ -41,10 +41,10 @@ def _child() -> None:
     letters = lambda ids: "".join(chr(ord("a") + t % 26) for t in ids)  # noqa: E731
 
     base = make_model()
-    reference = Sampler(base).generate(base, prompts, 12, temperature=0.0, eos_ids=())
+    reference = Sampler(base).generate(base, prompts, SamplingPolicy(12, temperature=0.0), eos_ids=())
     stop = letters(reference.token_ids[1])[6:8]
-    reference_stop = Sampler(base).generate(base, prompts, 12, temperature=0.0, eos_ids=(), stop_strings=[stop],
-                                                    tokenizer=letters)
+    reference_stop = Sampler(base).generate(base, prompts, SamplingPolicy(12, temperature=0.0, stop_strings=[stop]),
+                                            eos_ids=(), tokenizer=letters)
     for sizes in ((1, 1, 8), (2, 1, 4)):
         mesh = make_mesh(*sizes)
         model = make_model()
@@ -55,15 +55,16 @@ def _child() -> None:
         assert "tensor" in str(kernel.sharding.spec), kernel.sharding
 
         sampler = Sampler(model, SamplerConfig(stop_check_interval=4), mesh=mesh)
-        result = sampler.generate(model, prompts, 12, temperature=0.0, eos_ids=())
+        result = sampler.generate(model, prompts, SamplingPolicy(12, temperature=0.0), eos_ids=())
         assert result.token_ids == reference.token_ids, (sizes, result.token_ids, reference.token_ids)
         for ours, ref in zip(result.logprobs, reference.logprobs):
             np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
-        stopped = sampler.generate(model, prompts, 12, temperature=0.0, eos_ids=(), stop_strings=[stop], tokenizer=letters)
+        stopped = sampler.generate(model, prompts, SamplingPolicy(12, temperature=0.0, stop_strings=[stop]), eos_ids=(),
+                                   tokenizer=letters)
         assert stopped.token_ids == reference_stop.token_ids and stopped.texts == reference_stop.texts
         assert stopped.finish_reasons[1] == "stop"
         compiled = sampler.num_compiles
-        sampler.generate(model, prompts, 12, temperature=0.0, eos_ids=())
+        sampler.generate(model, prompts, SamplingPolicy(12, temperature=0.0), eos_ids=())
         assert sampler.num_compiles == compiled, sampler.trace_counts
     print("sharded decoding ok")
 

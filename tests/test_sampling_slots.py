@@ -7,7 +7,7 @@ from flax import nnx
 
 from cmat_jax.models.config import preset
 from cmat_jax.models.transformer import Transformer
-from cmat_jax.sampling import Sampler, SamplerConfig
+from cmat_jax.sampling import Sampler, SamplerConfig, SamplingPolicy
 from cmat_jax.sampling.slot_table import SlotTable, common_prefix
 from cmat_jax.sampling.slots import SlotSampler
 
@@ -55,8 +55,8 @@ def test_greedy_turns_equal_reprefill_with_refill_sharing_and_rebuilt_prompts(mo
         contexts = sorted(prompts)
         asked = [prompts[c] for c in contexts]
         new = 8 + 2 * turn
-        result = reference.generate(model, asked, new, temperature=0.0, eos_ids=EOS)
-        same(result, slots.generate(model, contexts, asked, new, temperature=0.0, eos_ids=EOS))
+        result = reference.generate(model, asked, SamplingPolicy(new, temperature=0.0), eos_ids=EOS)
+        same(result, slots.generate(model, contexts, asked, SamplingPolicy(new, temperature=0.0), eos_ids=EOS))
         reasons.update(result.finish_reasons)
         for c, reply in zip(contexts, result.token_ids):
             prompts[c] = prompts[c] + reply + ids(rng, rng.randint(1, 20))  # the reply, then an observation
@@ -79,14 +79,14 @@ def test_sampled_turns_with_stop_strings_equal_reprefill(model):
     config = SamplerConfig(max_len=512, stop_check_interval=4)
     reference, slots = Sampler(model, config), SlotSampler(Sampler(model, config))
     prompts = [ids(rng, n) for n in (5, 33, 12, 12)]
-    kwargs = dict(temperature=0.9, top_k=50, eos_ids=(), tokenizer=letters)
+    kwargs = dict(eos_ids=(), tokenizer=letters)
     for turn in range(4):
         keys = jax.random.split(jax.random.key(turn), len(prompts))
-        free = reference.generate(model, prompts, 16, key=keys, **kwargs)
+        free = reference.generate(model, prompts, SamplingPolicy(16, temperature=0.9, top_k=50), key=keys, **kwargs)
         stop = letters(free.token_ids[1][4:6])  # ends row 1 (and maybe others) mid-way
-        result = reference.generate(model, prompts, 16, key=keys, stop_strings=[stop], **kwargs)
-        same(result, slots.generate(model, range(len(prompts)), prompts, 16, key=keys, stop_strings=[stop],
-                                    **kwargs))
+        policy = SamplingPolicy(16, temperature=0.9, top_k=50, stop_strings=[stop])
+        result = reference.generate(model, prompts, policy, key=keys, **kwargs)
+        same(result, slots.generate(model, range(len(prompts)), prompts, policy, key=keys, **kwargs))
         assert "stop" in result.finish_reasons
         # Rows a stop string ended ran past it on device; the next prompt continues from the kept ids only.
         prompts = [p + r + ids(rng, 3) for p, r in zip(prompts, result.token_ids)]
@@ -98,15 +98,15 @@ def test_other_weights_start_a_new_session(model, reference):
     graphdef, state = nnx.split(model)
     slots = SlotSampler(Sampler(model, SamplerConfig(max_len=512)))
     prompts = [ids(rng, 20), ids(rng, 9)]
-    first = slots.generate(state, [0, 1], prompts, 6, temperature=0.0, eos_ids=())
+    first = slots.generate(state, [0, 1], prompts, SamplingPolicy(6, temperature=0.0), eos_ids=())
     prompts = [p + r + ids(rng, 4) for p, r in zip(prompts, first.token_ids)]
-    slots.generate(state, [0, 1], prompts, 6, temperature=0.0, eos_ids=())
+    slots.generate(state, [0, 1], prompts, SamplingPolicy(6, temperature=0.0), eos_ids=())
     assert slots.stats.weight_resets == 0 and slots.stats.reused_tokens > 0
     updated = jax.tree.map(lambda x: x * 1.05, state)
     reused = slots.stats.reused_tokens
-    got = slots.generate(updated, [0, 1], prompts, 6, temperature=0.0, eos_ids=())
+    got = slots.generate(updated, [0, 1], prompts, SamplingPolicy(6, temperature=0.0), eos_ids=())
     assert slots.stats.weight_resets == 1 and slots.stats.reused_tokens == reused  # nothing of the old cache
-    same(reference.generate(nnx.merge(graphdef, updated), prompts, 6, temperature=0.0, eos_ids=()), got)
+    same(reference.generate(nnx.merge(graphdef, updated), prompts, SamplingPolicy(6, temperature=0.0), eos_ids=()), got)
 
 
 def test_a_multi_turn_session_compiles_a_bounded_number_of_programs(model):
@@ -118,8 +118,8 @@ def test_a_multi_turn_session_compiles_a_bounded_number_of_programs(model):
         prompts = {c: ids(rng, 30 + 7 * c) for c in range(5)}
         for turn in range(6):
             contexts = sorted(prompts)
-            result = slots.generate(model, contexts, [prompts[c] for c in contexts], int(rng.randint(4, 16)),
-                                    temperature=0.0, eos_ids=EOS)
+            result = slots.generate(model, contexts, [prompts[c] for c in contexts],
+                                    SamplingPolicy(int(rng.randint(4, 16)), temperature=0.0), eos_ids=EOS)
             for c, reply in zip(contexts, result.token_ids):
                 prompts[c] += reply + ids(rng, int(rng.randint(1, 15)))
             if turn == 2:
@@ -143,7 +143,7 @@ def test_a_multi_turn_session_compiles_a_bounded_number_of_programs(model):
 
 def test_memory_per_row_is_the_stated_formula(model):
     slots = SlotSampler(Sampler(model, SamplerConfig(max_len=512)))
-    slots.generate(model, ["a", "b", "c"], [[1, 2, 3]] * 3, 4, temperature=0.0, eos_ids=())
+    slots.generate(model, ["a", "b", "c"], [[1, 2, 3]] * 3, SamplingPolicy(4, temperature=0.0), eos_ids=())
     rows, size = slots.cache_shape
     cache = slots._cache
     held = cache.k_lbskh.nbytes + cache.v_lbskh.nbytes + cache.segment_ids_bs.nbytes
@@ -157,16 +157,16 @@ def test_memory_per_row_is_the_stated_formula(model):
 def test_bad_calls_are_refused_in_one_line(model):
     slots = SlotSampler(Sampler(model, SamplerConfig(max_len=512, max_batch=2)))
     with pytest.raises(ValueError, match="one context per prompt"):
-        slots.generate(model, [0], [[1], [2]], 4, temperature=0.0)
+        slots.generate(model, [0], [[1], [2]], SamplingPolicy(4, temperature=0.0))
     with pytest.raises(ValueError, match="once per call"):
-        slots.generate(model, [0, 0], [[1], [2]], 4, temperature=0.0)
+        slots.generate(model, [0, 0], [[1], [2]], SamplingPolicy(4, temperature=0.0))
     with pytest.raises(ValueError, match="max_batch is 2"):
-        slots.generate(model, [0, 1, 2], [[1], [2], [3]], 4, temperature=0.0)
-    slots.generate(model, [0, 1], [[1], [2]], 4, temperature=0.0)
+        slots.generate(model, [0, 1, 2], [[1], [2], [3]], SamplingPolicy(4, temperature=0.0))
+    slots.generate(model, [0, 1], [[1], [2]], SamplingPolicy(4, temperature=0.0))
     with pytest.raises(ValueError, match="release finished contexts"):
-        slots.generate(model, [2], [[3]], 4, temperature=0.0)  # 0 and 1 still hold their rows
+        slots.generate(model, [2], [[3]], SamplingPolicy(4, temperature=0.0))  # 0 and 1 still hold their rows
     slots.release(0)
-    slots.generate(model, [2], [[3]], 4, temperature=0.0)
+    slots.generate(model, [2], [[3]], SamplingPolicy(4, temperature=0.0))
     with pytest.raises(ValueError, match="max_append must be a positive int"):
         SlotSampler(slots.sampler, max_append=0)
 

@@ -26,7 +26,7 @@ def _child() -> None:
 
     from cmat_jax.models.config import preset
     from cmat_jax.models.transformer import Transformer
-    from cmat_jax.sampling import Sampler
+    from cmat_jax.sampling import Sampler, SamplingPolicy
     from cmat_jax.sampling.slots import SlotSampler
     from cmat_jax.sharding import make_mesh, state_shardings
 
@@ -48,12 +48,13 @@ def _child() -> None:
         return replies
 
     reference = Sampler(model)
-    expected = turns(lambda prompts: reference.generate(model, prompts, 8, temperature=0.0, eos_ids=()))
+    expected = turns(lambda prompts: reference.generate(model, prompts, SamplingPolicy(8, temperature=0.0), eos_ids=()))
     for sizes in ((1, 1, 8), (2, 1, 4)):
         mesh = make_mesh(*sizes)
         placed = nnx.merge(graphdef, jax.device_put(nnx.state(model), state_shardings(nnx.state(model), mesh)))
         slots = SlotSampler(Sampler(placed, mesh=mesh))
-        got = turns(lambda prompts: slots.generate(placed, range(4), prompts, 8, temperature=0.0, eos_ids=()))
+        got = turns(lambda prompts: slots.generate(placed, range(4), prompts, SamplingPolicy(8, temperature=0.0),
+                                                   eos_ids=()))
         for (ids, logprobs), (ref_ids, ref_logprobs) in zip(got, expected):
             assert ids == ref_ids, (sizes, ids, ref_ids)
             for ours, ref in zip(logprobs, ref_logprobs):

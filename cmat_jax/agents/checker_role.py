@@ -24,7 +24,8 @@ from cmat_jax.agents.trajectory import CHECKER_ROLE, LearnedVerdict, StaticVerdi
 if TYPE_CHECKING:  # kept out of the import, so settings parsers can read CHECKER_MODES without JAX
     from cmat_jax.agents.episode import Episode
     from cmat_jax.agents.prompt_ids import PromptIds
-    from cmat_jax.agents.replies import ReplySource, SamplingSettings
+    from cmat_jax.agents.replies import ReplySource
+    from cmat_jax.sampling.policy import SamplingPolicy
     from cmat_jax.agents.stats import RolloutStats
     from cmat_jax.envs.base import Environments
 
@@ -35,7 +36,7 @@ class CheckerRole:
     """The Checker of one engine, in `mode` (one of CHECKER_MODES); `model` speaks for the learned Checker."""
 
     def __init__(self, mode: str, environments: Environments, model: Optional[ReplySource],
-                 settings: SamplingSettings, prompts: PromptIds, stats: RolloutStats):
+                 settings: SamplingPolicy, prompts: PromptIds, stats: RolloutStats):
         self.static = "static" in mode
         self.learned = "learned" in mode
         if self.learned and model is None:

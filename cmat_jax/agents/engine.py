@@ -65,7 +65,8 @@ from cmat_jax.agents.episode import Episode, episode_key
 from cmat_jax.agents.memory import ReflectionMemory, render_memory
 from cmat_jax.agents.prompt_ids import PromptIds
 from cmat_jax.agents.reflection import reflect, remember
-from cmat_jax.agents.replies import Reply, ReplySource, Request, SamplingSettings
+from cmat_jax.agents.replies import Reply, ReplySource, Request
+from cmat_jax.sampling.policy import SamplingPolicy
 from cmat_jax.agents.stats import RolloutStats
 from cmat_jax.agents.trajectory import ASSISTANT_ROLE, CONTEXT_OVERFLOW, STATUS_OF_OUTCOME, Trajectory, Turn
 from cmat_jax.agents.user import User
@@ -78,9 +79,9 @@ MAX_OPEN_EPISODES = 512  # episodes of one trial started (databases opened) at a
 
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
-    assistant: SamplingSettings = SamplingSettings(max_new_tokens=256)
-    checker_sampling: SamplingSettings = SamplingSettings(max_new_tokens=64, temperature=0.0)
-    reflection: SamplingSettings = SamplingSettings(max_new_tokens=128, temperature=0.0)
+    assistant: SamplingPolicy = SamplingPolicy(max_new_tokens=256)
+    checker_sampling: SamplingPolicy = SamplingPolicy(max_new_tokens=64, temperature=0.0)
+    reflection: SamplingPolicy = SamplingPolicy(max_new_tokens=128, temperature=0.0)
     trials: int = 1  # attempts per episode; 1 = no reflection
     checker: str = "static"  # one of CHECKER_MODES: off | static | learned | static+learned
     prompt_budget: Optional[int] = None  # prompt tokens; None: the sampler's max_len - assistant max_new_tokens

@@ -16,12 +16,13 @@ from cmat_jax.agents import prompts as prompt_lib
 from cmat_jax.agents.episode import Episode
 from cmat_jax.agents.memory import ReflectionMemory
 from cmat_jax.agents.prompt_ids import PromptIds
-from cmat_jax.agents.replies import ReplySource, SamplingSettings
+from cmat_jax.agents.replies import ReplySource
+from cmat_jax.sampling.policy import SamplingPolicy
 from cmat_jax.agents.stats import RolloutStats
 from cmat_jax.agents.trajectory import REFLECTION_ROLE, Trajectory, Turn
 
 
-def reflect(failed: list[Episode], reflector: ReplySource, weights, settings: SamplingSettings,
+def reflect(failed: list[Episode], reflector: ReplySource, weights, settings: SamplingPolicy,
             memory: ReflectionMemory, prompts: PromptIds, stats: RolloutStats) -> None:
     """One reply call over the failed episodes (`weights`: the Assistant's); records the turns and memory."""
     requests, prompt_ids = [], []

@@ -36,6 +36,7 @@ import numpy as np
 from cmat_jax import distributed
 from cmat_jax.chat import Message
 from cmat_jax.data.tokenizer import decode_ids, end_of_turn_ids
+from cmat_jax.sampling.policy import SamplingPolicy
 from cmat_jax.sampling.sampler import Sampler
 from cmat_jax.sampling.slots import SlotSampler
 
@@ -60,23 +61,11 @@ class Request:
     context: Optional[Hashable] = None  # the conversation the prompt extends (persistent KV slots); None: none
 
 
-@dataclasses.dataclass(frozen=True)
-class SamplingSettings:
-    max_new_tokens: int
-    temperature: float = 1.0  # 0 = greedy
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-
 class ReplySource(Protocol):
     """What the rollout engine calls for a role's replies. A source that keeps nothing between calls may
     subclass it for the context members: no limit, nothing to forget or clear."""
 
-    def __call__(self, weights, requests: Sequence[Request], settings: SamplingSettings) -> list[Reply]:
+    def __call__(self, weights, requests: Sequence[Request], settings: SamplingPolicy) -> list[Reply]:
         """One reply per request, in order; `weights` are the speaking role's (None for scripted sources)."""
         ...
 
@@ -110,31 +99,30 @@ class ModelReplies:
     def max_contexts(self) -> Optional[int]:
         return self.sampler.max_batch
 
-    def __call__(self, weights, requests: Sequence[Request], settings: SamplingSettings) -> list[Reply]:
+    def __call__(self, weights, requests: Sequence[Request], policy: SamplingPolicy) -> list[Reply]:
         if jax.process_count() > 1:
-            return self._joined(weights, requests, settings)
-        return self._generate(weights, requests, settings)
+            return self._joined(weights, requests, policy)
+        return self._generate(weights, requests, policy)
 
-    def _generate(self, weights, requests: Sequence[Request], settings: SamplingSettings) -> list[Reply]:
+    def _generate(self, weights, requests: Sequence[Request], policy: SamplingPolicy) -> list[Reply]:
         if not requests:
             return []
-        keys = None if settings.greedy else jax.numpy.stack([r.key for r in requests])
-        kwargs = dict(key=keys, temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
-                      eos_ids=self.eos_ids, tokenizer=lambda ids: decode_ids(self.tokenizer, ids))
+        keys = None if policy.greedy else jax.numpy.stack([r.key for r in requests])
+        kwargs = dict(key=keys, eos_ids=self.eos_ids, tokenizer=lambda ids: decode_ids(self.tokenizer, ids))
         prompts = [r.prompt_ids for r in requests]
         contexts = [r.context for r in requests]
         if all(c is None for c in contexts):
-            result = self.sampler.generate(weights, prompts, settings.max_new_tokens, **kwargs)
+            result = self.sampler.generate(weights, prompts, policy, **kwargs)
         elif any(c is None for c in contexts):
             raise ValueError("a reply call mixes requests with and without a context; name a context for every "
                              "request (persistent slots) or for none (full prefill)")
         else:
-            result = self.slots.generate(weights, contexts, prompts, settings.max_new_tokens, **kwargs)
+            result = self.slots.generate(weights, contexts, prompts, policy, **kwargs)
         return [Reply(text, ids, np.asarray(lp, np.float32).tolist(), reason)
                 for text, ids, lp, reason in zip(result.texts, result.token_ids, result.logprobs,
                                                   result.finish_reasons)]
 
-    def _joined(self, weights, requests: Sequence[Request], settings: SamplingSettings) -> list[Reply]:
+    def _joined(self, weights, requests: Sequence[Request], policy: SamplingPolicy) -> list[Reply]:
         """Several processes: each plays its own episodes, and every process makes the same calls. The call
         joins every process's requests, ordered by episode id (the order one process would send them in),
         and releases the contexts every process forgot since the last call; this process's replies."""
@@ -149,7 +137,7 @@ class ModelReplies:
         joined = sorted((row for share, _ in shares for row in share), key=lambda row: row[0])
         replies = self._generate(weights, [
             Request(uid, None, (), ids, None if key is None else jax.random.wrap_key_data(key[0], impl=key[1]),
-                    context) for uid, ids, context, key in joined], settings)
+                    context) for uid, ids, context, key in joined], policy)
         by_uid = {row[0]: reply for row, reply in zip(joined, replies)}
         return [by_uid[r.uid] for r in requests]
 
@@ -173,7 +161,7 @@ class ScriptedReplies:
         self.make_agent = make_agent
         self._agents: dict[int, Any] = {}
 
-    def __call__(self, weights, requests: Sequence[Request], settings: SamplingSettings) -> list[Reply]:
+    def __call__(self, weights, requests: Sequence[Request], policy: SamplingPolicy) -> list[Reply]:
         replies = []
         for r in requests:
             agent = self._agents.get(r.uid)

@@ -12,7 +12,8 @@ import dataclasses
 import time
 from typing import Sequence
 
-from cmat_jax.agents.replies import Reply, ReplySource, Request, SamplingSettings
+from cmat_jax.agents.replies import Reply, ReplySource, Request
+from cmat_jax.sampling.policy import SamplingPolicy
 
 
 @dataclasses.dataclass
@@ -36,7 +37,7 @@ class RolloutStats:
         finally:
             setattr(self, field, getattr(self, field) + time.perf_counter() - start)
 
-    def call(self, source: ReplySource, weights, requests: Sequence[Request], settings: SamplingSettings
+    def call(self, source: ReplySource, weights, requests: Sequence[Request], settings: SamplingPolicy
              ) -> list[Reply]:
         """One reply call, counted (a call without requests is made, since other processes may have some,
         but not counted)."""

@@ -25,7 +25,7 @@ from typing import Mapping, Optional, Sequence
 from cmat_jax.agents import prompts as prompt_lib
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.memory import render_memory
-from cmat_jax.agents.replies import SamplingSettings, ScriptedReplies
+from cmat_jax.agents.replies import ScriptedReplies
 from cmat_jax.agents.trajectory import ASSISTANT_ROLE, REFLECTION_ROLE, Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.chat import ASSISTANT, USER, Message
@@ -34,6 +34,7 @@ from cmat_jax.demos.mistakes import Mistake, draw_mistakes, plain_name
 from cmat_jax.demos.oracle import OracleAgent, answer_reply, operation_reply
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig, SqlEnvironments
 from cmat_jax.envs.sql.tasks import SqlTask
+from cmat_jax.sampling.policy import SamplingPolicy
 
 REFLECTION_PLANS = {
     "table": ("The statement used the table name {wrong}, which does not exist. The table is named {right}: "
@@ -168,8 +169,8 @@ def play_reflections(tasks: Sequence[SqlTask], mistakes: Mapping[str, Mistake], 
                      env_config: SqlEnvConfig, tokenizer) -> dict[str, tuple[Trajectory, Trajectory]]:
     """Task id -> (failed trial, retry) of every task whose failing trial was graded wrong."""
     begun: collections.Counter = collections.Counter()
-    config = RolloutConfig(checker="off", assistant=SamplingSettings(1, 0.0), trials=2,
-                           reflection=SamplingSettings(1, 0.0))
+    config = RolloutConfig(checker="off", assistant=SamplingPolicy(1, 0.0), trials=2,
+                           reflection=SamplingPolicy(1, 0.0))
     engine = RolloutEngine(SqlEnvironments(env_config), config, tokenizer=tokenizer,
                            assistant=ScriptedReplies(lambda: FailThenSolveAgent(mistakes, begun)),
                            reflector=ScriptedReplies(lambda: PlanReflector(mistakes)))

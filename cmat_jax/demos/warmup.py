@@ -22,7 +22,8 @@ import json
 from typing import Sequence
 
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
-from cmat_jax.agents.replies import SamplingSettings, ScriptedReplies
+from cmat_jax.agents.replies import ScriptedReplies
+from cmat_jax.sampling.policy import SamplingPolicy
 from cmat_jax.agents.trajectory import Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.chat import ASSISTANT, USER, Message
@@ -86,7 +87,7 @@ def _plain_demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlE
         return []
     mistakes = recovery_mistakes(tasks, recovery_fraction, seed, env_config)
     engine = RolloutEngine(SqlEnvironments(env_config),
-                           RolloutConfig(checker="off", assistant=SamplingSettings(1, 0.0)),
+                           RolloutConfig(checker="off", assistant=SamplingPolicy(1, 0.0)),
                            assistant=ScriptedReplies(lambda: OracleAgent(query_first=True, mistakes=mistakes)))
     trajectories = engine.run(tasks, user=user)
     failed = [t.task_id for t in trajectories if not t.correct]

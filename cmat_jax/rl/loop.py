@@ -38,7 +38,7 @@ from cmat_jax import distributed
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.memory import ReflectionMemory
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
-from cmat_jax.agents.replies import ModelReplies, SamplingSettings
+from cmat_jax.agents.replies import ModelReplies
 from cmat_jax.agents.trajectory import ASSISTANT_ROLE, CHECKER_ROLE
 from cmat_jax.agents.user import User
 from cmat_jax.envs.sql.env import SqlEnvConfig, SqlEnvironments
@@ -51,6 +51,7 @@ from cmat_jax.rl.report import plot_success, summary_table
 from cmat_jax.rl.rows import RL_BATCH_KEYS, pack_segments
 from cmat_jax.rl.tasks import task_pools
 from cmat_jax.demos.warmup import demonstrations, write_demonstrations
+from cmat_jax.sampling.policy import SamplingPolicy
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
 from cmat_jax.training import build
 from cmat_jax.training.metrics import MetricsWriter, check_metrics_file
@@ -120,8 +121,9 @@ class CmatRun:
                            for role in self.trained_roles}
         objective = ObjectiveConfig(
             name=r.objective, clip_eps=float(r.clip_eps), clip_eps_high=float(r.clip_eps_high),
-            kl_coef=float(r.kl_coef), measure_kl=bool(r.measure_kl), temperature=float(rollout.temperature),
-            top_k=int(rollout.top_k) or None, top_p=float(rollout.top_p) if float(rollout.top_p) < 1.0 else None)
+            kl_coef=float(r.kl_coef), measure_kl=bool(r.measure_kl), sampling=SamplingPolicy(
+                int(rollout.max_new_tokens), float(rollout.temperature), int(rollout.top_k) or None,
+                float(rollout.top_p) if float(rollout.top_p) < 1.0 else None))
 
         from cmat_jax.data import load_tokenizer
 
@@ -184,8 +186,8 @@ class CmatRun:
         trials = int(c.reflection.trials)
 
         def engine(temperature: float) -> RolloutEngine:
-            settings = SamplingSettings(int(c.rollout.max_new_tokens), temperature, int(c.rollout.top_k) or None,
-                                        float(c.rollout.top_p) if float(c.rollout.top_p) < 1.0 else None)
+            settings = SamplingPolicy(int(c.rollout.max_new_tokens), temperature, int(c.rollout.top_k) or None,
+                                      float(c.rollout.top_p) if float(c.rollout.top_p) < 1.0 else None)
             config = RolloutConfig(
                 assistant=settings, trials=trials, checker=c.checker.mode, cache=c.rollout.cache,
                 checker_sampling=dataclasses.replace(settings, max_new_tokens=int(c.checker.max_new_tokens)),

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cmat_jax.models.lora import LoRA
-from cmat_jax.sampling.policy import SamplingParams, policy_log_probs
+from cmat_jax.sampling.policy import SamplingPolicy, policy_log_probs
 from cmat_jax.sharding import constrain
 from cmat_jax.training.loss import chunked_map, chunked_sums
 from cmat_jax.training.step import LossFn
@@ -70,16 +70,14 @@ OBJECTIVES = {"reinforce": reinforce_terms, "ppo": ppo_terms}
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
-    """rl.objective and its settings; temperature/top_k/top_p are the rollout sampler's."""
+    """rl.objective and its settings; `sampling` is the rollout's SamplingPolicy (its log-probs are recomputed)."""
 
     name: str = "ppo"
     clip_eps: float = 0.2  # ppo: lower (and default upper) clip range
     clip_eps_high: float = 0.0  # ppo: upper clip range; 0 = clip_eps
     kl_coef: float = 0.0  # weight of the k3 KL to the frozen base; 0 = no penalty
     measure_kl: bool = False  # report kl even when kl_coef is 0 (one more forward pass)
-    temperature: float = 1.0
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
+    sampling: SamplingPolicy = SamplingPolicy()
 
     def __post_init__(self):
         if self.name not in OBJECTIVES:
@@ -90,7 +88,9 @@ class ObjectiveConfig:
             raise ValueError(f"rl.clip_eps_high must be >= 0 (0: same as rl.clip_eps), found {self.clip_eps_high}")
         if not 0.0 <= self.kl_coef or not math.isfinite(self.kl_coef):
             raise ValueError(f"rl.kl_coef must be a finite value >= 0, found {self.kl_coef}")
-        self.sampling  # validates temperature, top_k, top_p
+        if not isinstance(self.sampling, SamplingPolicy):
+            raise TypeError(f"ObjectiveConfig.sampling must be the rollout's SamplingPolicy, found "
+                            f"{type(self.sampling).__name__}")
 
     @property
     def clip_high(self) -> float:
@@ -99,10 +99,6 @@ class ObjectiveConfig:
     @property
     def uses_reference(self) -> bool:
         return self.kl_coef > 0 or self.measure_kl
-
-    @property
-    def sampling(self) -> SamplingParams:
-        return SamplingParams(self.temperature, self.top_k, self.top_p)
 
 
 def check_reference(cfg: ObjectiveConfig, lora_state) -> None:
@@ -120,8 +116,7 @@ def _logits(h_bcd, kernel_dv):
 
 def _policy_log_probs(logits_bcv, cfg: ObjectiveConfig):
     """The sampling policy's log-probabilities [b, c, v] (-inf outside its support)."""
-    params = cfg.sampling
-    return policy_log_probs(logits_bcv, *params.values(), params.mode)
+    return policy_log_probs(logits_bcv, cfg.sampling.values())
 
 
 def _at(log_probs_bcv, targets_bc):
@@ -148,7 +143,8 @@ def _chunk_sums(xs: dict, kernel_dv, cfg: ObjectiveConfig) -> dict:
         "entropy": jnp.sum(jnp.where(mask_bc, entropy_bc, 0.0)),
     }
     if cfg.uses_reference:
-        temperature, mode = cfg.sampling.values()[0], cfg.sampling.mode
+        values = cfg.sampling.values()
+        temperature, mode = values.temperature, values.mode
         pol_bc = policy_logp_bc
         if mode.use_top_k or mode.use_top_p:
             pol_bc = _at(jax.nn.log_softmax(logits_bcv / temperature, axis=-1), xs["targets"])

@@ -1,10 +1,10 @@
-"""Batched generation with a KV cache: see sampler.py (programs, stop strings)
-and policy.py (what the reported log-probabilities mean)."""
+"""Batched generation with a KV cache: see sampler.py (calls, passes, stop strings), programs.py (the compiled
+programs), policy.py (the sampling policy and what the reported log-probabilities mean)."""
 
-from cmat_jax.sampling.policy import PolicyMode, SamplingParams, policy_log_probs
+from cmat_jax.sampling.policy import PolicyMode, PolicyValues, SamplingPolicy, policy_log_probs
 from cmat_jax.sampling.sampler import GenerateResult, Sampler, SamplerConfig, greedy_generate
 
 __all__ = [
-    "GenerateResult", "PolicyMode", "Sampler", "SamplerConfig", "SamplingParams", "greedy_generate",
+    "GenerateResult", "PolicyMode", "PolicyValues", "Sampler", "SamplerConfig", "SamplingPolicy", "greedy_generate",
     "policy_log_probs",
 ]

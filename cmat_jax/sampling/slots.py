@@ -19,6 +19,9 @@ padding, the decode steps of finished rows) only take room. One call:
    which then draws each row's first token (`begin` draws it when no row appends anything);
 4. the Sampler's own decode program does the rest.
 
+Every device step is a program of programs.py, called with the Sampler's `spec`; the SlotSampler uses
+only the Sampler's public methods (`prepare`, `decode`) and its buckets.
+
 Exactness: a kept slot holds the keys and values that a full prefill computes for that id at that position
 (causal attention: they depend on earlier ids only), and each query sees exactly its context's slots. So
 tokens and log-probs equal a re-prefill's up to floating-point summation order (the tests hold greedy
@@ -26,7 +29,8 @@ tokens equal and log-probs within 1e-4 at float32).
 
 Shapes are buckets: rows (the sampler's batch buckets), cache slots (powers of two and 1.5 times them, at
 least `min_cache_slots`: decoding reads every slot, so the finer steps save reads), shared and appended
-block lengths (the sampler's prompt buckets), the group size (powers of two). Programs are counted in the sampler's `trace_counts` (keys `slot_*`, and `decode`).
+block lengths (the sampler's prompt buckets), the group size (powers of two). Programs are counted in the
+sampler's `trace_counts` (keys `slot_*`, and `decode`).
 
 Memory of one row of S slots: 2 * L * S * K * H * bytes(cache dtype) for keys and values, plus 4 * S bytes of
 segment ids (`bytes_per_row`). The cache lives from a session's first call to `clear()`.
@@ -36,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
-from typing import Callable, Hashable, Optional, Sequence
+from typing import Hashable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,12 +49,11 @@ from flax import nnx
 
 from cmat_jax.models.kv_cache import KVCache
 from cmat_jax.sampling import buckets as bucket_lib
-from cmat_jax.sampling.policy import PolicyMode
-from cmat_jax.sampling.sampler import (CACHE_AXES, DecodeState, GenerateResult, PhaseTimer, PreparedCall, Sampler,
-                                       initial_state, left_padding, model_forward, pad_row_keys, policy_operands,
-                                       sample_step)
+from cmat_jax.sampling import programs
+from cmat_jax.sampling.policy import SamplingPolicy
+from cmat_jax.sampling.programs import AppendBlock, RowStarts
+from cmat_jax.sampling.sampler import GenerateResult, PhaseTimer, PreparedCall, Sampler, pad_row_keys
 from cmat_jax.sampling.slot_table import Plan, SlotTable
-from cmat_jax.sharding import activation_sharding, constrain
 
 
 @dataclasses.dataclass
@@ -63,17 +66,6 @@ class SlotStats:
     shared_tokens: int = 0  # copied from a group member's prefill: not run again
     prefilled_tokens: int = 0  # run through the model before decoding (padding excluded)
     weight_resets: int = 0  # sessions ended because a call came with other weights
-
-
-@dataclasses.dataclass
-class _SlotPrograms:
-    graphdef: nnx.GraphDef
-    init: Callable
-    repack: Callable  # into a cache of the same shape, in place (the old cache is donated)
-    resize: Callable  # into a cache of another shape
-    shared: Callable
-    append: Callable
-    begin: Callable
 
 
 class SlotSampler:
@@ -96,7 +88,6 @@ class SlotSampler:
         self.stats = SlotStats()
         self._cache: Optional[KVCache] = None
         self._weights: Optional[list[weakref.ref]] = None
-        self._programs: Optional[_SlotPrograms] = None
 
     # -- public API -------------------------------------------------------
 
@@ -116,9 +107,8 @@ class SlotSampler:
         return 2 * cfg.num_layers * slots * cfg.num_kv_heads * cfg.head_dim * itemsize + 4 * slots
 
     def generate(self, weights, contexts: Sequence[Hashable], prompts: Sequence[Sequence[int]],
-                 max_new_tokens: int, *, key=None, temperature: float = 1.0, top_k: Optional[int] = None,
-                 top_p: Optional[float] = None, eos_ids: Optional[Sequence[int]] = None,
-                 stop_strings: Sequence[str] = (), tokenizer=None) -> GenerateResult:
+                 policy: SamplingPolicy, *, key=None, eos_ids: Optional[Sequence[int]] = None,
+                 tokenizer=None) -> GenerateResult:
         """`Sampler.generate` for prompts that extend their context's earlier prompts and replies.
 
         contexts: one id per prompt (hashable, not None, each at most once per call). A context keeps
@@ -128,12 +118,11 @@ class SlotSampler:
         """
         if len(contexts) != len(prompts):
             raise ValueError(f"got {len(contexts)} contexts for {len(prompts)} prompts; give one context per prompt")
-        call = self.sampler.prepare(weights, prompts, max_new_tokens, key=key, temperature=temperature, top_k=top_k,
-                                    top_p=top_p, eos_ids=eos_ids, stop_strings=stop_strings, tokenizer=tokenizer)
+        call = self.sampler.prepare(weights, prompts, policy, key=key, eos_ids=eos_ids, tokenizer=tokenizer)
         self._check_session(weights)
         plan = self.table.plan(list(contexts), call.prompts, max_append=self.max_append, bucket=self._row_bucket)
         try:
-            result = self._run(call, plan, max_new_tokens)
+            result = self._run(call, plan)
         except BaseException:
             self.clear()  # the cache may be half updated: start the next call from nothing
             raise
@@ -153,40 +142,34 @@ class SlotSampler:
 
     # -- one call ---------------------------------------------------------
 
-    def _run(self, call: PreparedCall, plan: Plan, max_new: int) -> GenerateResult:
-        sampler, n = self.sampler, plan.requests
+    def _run(self, call: PreparedCall, plan: Plan) -> GenerateResult:
+        sampler, spec, n, max_new = self.sampler, self.sampler.spec, plan.requests, call.policy.max_new_tokens
         shared_t = self._block(max((len(p) for p, _ in plan.groups), default=0))
         append_t = self._block(max((len(s) for s in plan.suffix.values()), default=0))
-        start = max(int(plan.keep_b.max(initial=0)), shared_t)  # the timeline's end after the shared blocks
-        slots = self._cache_slots(start + append_t + max_new, plan.rows)
-        programs, slot_programs = sampler._programs_for(sampler.graphdef), self._programs_for(sampler.graphdef)
-        params, policy = call.params, policy_operands(call.params, call.eos, max_new)
-        new_bucket = bucket_lib.pick_bucket(max_new, sampler._new_buckets, minimum=sampler.config.min_new_token_bucket,
-                                            name="max_new_tokens")
+        start = np.asarray(max(int(plan.keep_b.max(initial=0)), shared_t), np.int32)  # the end after shared blocks
+        slots = self._cache_slots(int(start) + append_t + max_new, plan.rows)
+        new_bucket = sampler.buckets.new_tokens(max_new)
         prefilled = sum(len(p) for p, _ in plan.groups) + sum(len(s) for s in plan.suffix.values())
         self._count(call, plan, prefilled)
 
         timer = PhaseTimer(sampler)
-        with activation_sharding(sampler.mesh):
-            cache = self._repacked(slot_programs, plan, slots)
-            logits_bv = None  # made on device by the first program that writes logits (no host array)
-            if plan.groups:
-                cache, logits_bv = slot_programs.shared(call.state, cache, *self._shared_inputs(plan, shared_t))
-            next_pos_b = np.zeros((plan.rows,), np.int32)
-            next_pos_b[:n] = [len(p) for p in call.prompts]
-            first = (next_pos_b, np.arange(plan.rows) < n, pad_row_keys(call.row_keys, plan.rows), *policy)
-            if plan.suffix:
-                ds = slot_programs.append(call.state, cache, logits_bv, *self._append_inputs(plan, append_t),
-                                          np.asarray(start, np.int32), *first, new_bucket=new_bucket,
-                                          mode=params.mode)
-            else:
-                ds = slot_programs.begin(cache, logits_bv, np.asarray(start, np.int32), *first,
-                                         new_bucket=new_bucket, mode=params.mode)
-            timer.prefilled(ds, n, prefilled, slots)
-            ds, stop_at = sampler.decode(programs, call.state, ds, n, max_new, params, policy, call.stops,
-                                         call.detokenize)
+        cache = self._repacked(plan, slots)
+        logits_bv = None  # made on device by the first program that writes logits (no host array)
+        if plan.groups:
+            cache, logits_bv = programs.shared_prefill(call.state, cache, *self._shared_inputs(plan, shared_t),
+                                                       spec=spec)
+        next_pos_b = np.zeros((plan.rows,), np.int32)
+        next_pos_b[:n] = [len(p) for p in call.prompts]
+        rows = RowStarts(next_pos_b, np.arange(plan.rows) < n, pad_row_keys(call.row_keys, plan.rows))
+        if plan.suffix:
+            ds = programs.append(call.state, cache, logits_bv, self._append_block(plan, append_t), start, rows,
+                                 call.operands, spec=spec, new_bucket=new_bucket)
+        else:
+            ds = programs.begin(cache, logits_bv, start, rows, call.operands, spec=spec, new_bucket=new_bucket)
+        timer.prefilled(ds, n, prefilled, slots)
+        ds, stop_at = sampler.decode(call, ds, n)
         self._cache = ds.cache
-        result = Sampler.result(ds, n, stop_at, call.stops, call.detokenize)
+        result = call.result(ds, n, stop_at)
         timer.decoded()
         return result
 
@@ -198,12 +181,14 @@ class SlotSampler:
         stats.shared_tokens += sum(len(p) * (len(members) - 1) for p, members in plan.groups)
         stats.prefilled_tokens += prefilled
 
-    def _repacked(self, programs: _SlotPrograms, plan: Plan, slots: int) -> KVCache:
+    def _repacked(self, plan: Plan, slots: int) -> KVCache:
+        spec = self.sampler.spec
         if self._cache is None:
-            return programs.init(rows=plan.rows, slots=slots)
+            return programs.init_cache(spec=spec, rows=plan.rows, slots=slots)
         cache, self._cache = self._cache, None
         same_shape = (plan.rows, slots) == tuple(cache.segment_ids_bs.shape)
-        return (programs.repack if same_shape else programs.resize)(cache, plan.source_b, plan.keep_b, slots=slots)
+        move = programs.repack if same_shape else programs.resize  # repack: in place (the old cache is donated)
+        return move(cache, plan.source_b, plan.keep_b, spec=spec, slots=slots)
 
     def _shared_inputs(self, plan: Plan, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(tokens [u, width] left-padded, lengths [u], member rows [g, u]; `plan.rows` marks no member)."""
@@ -218,8 +203,8 @@ class SlotSampler:
             members_gu[:len(members), j] = members
         return tokens_ut, lengths_u, members_gu
 
-    def _append_inputs(self, plan: Plan, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(tokens, positions, segments) [rows, width]: each suffix left-padded, at positions after its kept ids."""
+    def _append_block(self, plan: Plan, width: int) -> AppendBlock:
+        """Tokens, positions, segments [rows, width]: each suffix left-padded, at positions after its kept ids."""
         tokens_bt = np.full((plan.rows, width), self.sampler.config.pad_id, np.int32)
         positions_bt = np.zeros((plan.rows, width), np.int32)
         segments_bt = np.zeros((plan.rows, width), np.int32)
@@ -227,7 +212,7 @@ class SlotSampler:
             tokens_bt[i, width - len(ids):] = ids
             positions_bt[i, width - len(ids):] = plan.keep_b[i] + np.arange(len(ids))
             segments_bt[i, width - len(ids):] = 1
-        return tokens_bt, positions_bt, segments_bt
+        return AppendBlock(tokens_bt, positions_bt, segments_bt)
 
     # -- shapes -----------------------------------------------------------
 
@@ -236,16 +221,14 @@ class SlotSampler:
         if limit is not None and n > limit:
             raise ValueError(f"the slots would hold {n} contexts but the sampler's max_batch is {limit}; release "
                              "finished contexts (SlotSampler.release) or raise SamplerConfig.max_batch")
-        return bucket_lib.pick_bucket(n, self.sampler._batch_buckets, minimum=1, name="slot rows")
+        return self.sampler.buckets.batch(n, name="slot rows")
 
     def _block(self, longest: int) -> int:
         """The bucketed length of a shared or appended block (0 when there is none)."""
         if longest == 0:
             return 0
-        sampler = self.sampler
-        width = bucket_lib.pick_bucket(longest, sampler._prompt_buckets, minimum=sampler.config.min_prompt_bucket,
-                                       name="prompt length")
-        limit = sampler.model_cfg.context_limit
+        width = self.sampler.buckets.prompt(longest)
+        limit = self.sampler.model_cfg.context_limit
         return min(width, limit) if limit is not None else width
 
     def _cache_slots(self, need: int, rows: int) -> int:
@@ -270,100 +253,3 @@ class SlotSampler:
             self.clear()
             self.stats.weight_resets += 1
         self._weights = [weakref.ref(x) for x in leaves]
-
-    # -- compiled programs ------------------------------------------------
-
-    def _programs_for(self, graphdef) -> _SlotPrograms:
-        if self._programs is None or self._programs.graphdef != graphdef:
-            self._programs = self._build_programs(graphdef)
-        return self._programs
-
-    def _build_programs(self, graphdef) -> _SlotPrograms:
-        model_cfg, use_lora = self.sampler.model_cfg, self.sampler.config.use_lora
-        cache_dtype, pad_id = self.sampler.cache_dtype, self.sampler.config.pad_id
-        counts = self.sampler.trace_counts
-
-        def init(*, rows: int, slots: int) -> KVCache:
-            counts["slot_init"] += 1
-            cache = KVCache.init(model_cfg, rows, slots, cache_dtype)
-            return dataclasses.replace(cache, k_lbskh=constrain(cache.k_lbskh, CACHE_AXES),
-                                       v_lbskh=constrain(cache.v_lbskh, CACHE_AXES))
-
-        def repack(cache: KVCache, source_b, keep_b, *, slots: int) -> KVCache:
-            """Row r of the result: the first keep_b[r] context slots of row source_b[r], at slots [0, keep_b[r])."""
-            counts["slot_repack"] += 1
-            rows, size = source_b.shape[0], cache.size
-            # Each row's context slots first, in timeline (= position) order; then the rest.
-            order_bs = jnp.argsort(cache.segment_ids_bs == 0, axis=1, stable=True).astype(jnp.int32)
-            row_r = jnp.maximum(source_b, 0)
-            order_rs = order_bs[row_r]
-            order_rs = order_rs[:, :slots] if slots <= size else jnp.pad(order_rs, ((0, 0), (0, slots - size)))
-            kept_rs = (jnp.arange(slots)[None, :] < keep_b[:, None]) & (source_b[:, None] >= 0)
-            in_place = (rows, slots) == tuple(cache.segment_ids_bs.shape)
-
-            def gather(x_bskh):
-                return jax.vmap(lambda x_skh, o_s: x_skh[o_s])(x_bskh[row_r], order_rs)
-
-            def move(x_lbskh):
-                if in_place:  # read each layer from the carry: layer l is still the old one when it is read
-                    out = jax.lax.fori_loop(0, model_cfg.num_layers, lambda l, y: y.at[l].set(gather(y[l])), x_lbskh)
-                else:
-                    empty = jnp.zeros((model_cfg.num_layers, rows, slots) + x_lbskh.shape[3:], x_lbskh.dtype)
-                    out = jax.lax.fori_loop(0, model_cfg.num_layers,
-                                            lambda l, y: y.at[l].set(gather(x_lbskh[l])), empty)
-                return constrain(out, CACHE_AXES)
-
-            return KVCache(move(cache.k_lbskh), move(cache.v_lbskh), kept_rs.astype(jnp.int32),
-                           jnp.zeros((), jnp.int32))
-
-        def shared(state, cache: KVCache, tokens_ut, lengths_u, members_gu):
-            """Prefills one row per group from scratch; copies its block (slots [0, t)) and its last logits to
-            its members' rows (the logits of other rows are 0)."""
-            counts["slot_shared"] += 1
-            u, t = tokens_ut.shape
-            logits_bv = jnp.zeros((cache.segment_ids_bs.shape[0], model_cfg.vocab_size), jnp.float32)
-            segments_ut, positions_ut = left_padding(lengths_u, t)
-            block = KVCache.init(model_cfg, u, t, cache_dtype)
-            logits_uv, block = model_forward(graphdef, state, tokens_ut, positions_ut, segments_ut, block,
-                                             use_lora=use_lora)
-            k, v, segments_bs = cache.k_lbskh, cache.v_lbskh, cache.segment_ids_bs
-            for rows_u in members_gu:  # one copy per member column; absent members (index = rows) are dropped
-                k = k.at[:, rows_u, :t].set(block.k_lbskh, mode="drop")
-                v = v.at[:, rows_u, :t].set(block.v_lbskh, mode="drop")
-                segments_bs = segments_bs.at[rows_u, :t].set(block.segment_ids_bs, mode="drop")
-                logits_bv = logits_bv.at[rows_u].set(logits_uv, mode="drop")
-            cache = KVCache(constrain(k, CACHE_AXES), constrain(v, CACHE_AXES), segments_bs, cache.end_index)
-            return cache, logits_bv
-
-        def begin(cache: KVCache, logits_bv, start, next_pos_b, active_b, row_keys_b, temperature, top_k, top_p,
-                  eos_e, max_new, *, new_bucket: int, mode: PolicyMode) -> DecodeState:
-            """The decode state after each active row's first token (drawn from logits_bv); decoding writes
-            from slot `start` on."""
-            counts["slot_begin"] += 1
-            ds = initial_state(dataclasses.replace(cache, end_index=start), new_bucket, next_pos_b, active_b,
-                               row_keys_b, pad_id)
-            return sample_step(ds, logits_bv, temperature, top_k, top_p, eos_e, max_new, mode, pad_id)
-
-        def append(state, cache: KVCache, logits_bv, tokens_bt, positions_bt, segments_bt, start, next_pos_b,
-                   active_b, row_keys_b, temperature, top_k, top_p, eos_e, max_new, *, new_bucket: int,
-                   mode: PolicyMode) -> DecodeState:
-            """Runs each row's new ids at slots [start, start + t), then draws the first tokens as `begin` does;
-            rows without new ids take theirs from `logits_bv` (the shared prefill's; None when there was none)."""
-            counts["slot_append"] += 1
-            new_bv, cache = model_forward(graphdef, state, tokens_bt, positions_bt, segments_bt,
-                                          dataclasses.replace(cache, end_index=start), use_lora=use_lora)
-            if logits_bv is not None:
-                new_bv = jnp.where((segments_bt[:, -1] != 0)[:, None], new_bv, logits_bv)
-            logits_bv = new_bv
-            ds = initial_state(cache, new_bucket, next_pos_b, active_b, row_keys_b, pad_id)
-            return sample_step(ds, logits_bv, temperature, top_k, top_p, eos_e, max_new, mode, pad_id)
-
-        return _SlotPrograms(
-            graphdef=graphdef,
-            init=jax.jit(init, static_argnames=("rows", "slots")),
-            repack=jax.jit(repack, static_argnames=("slots",), donate_argnames=("cache",)),
-            resize=jax.jit(repack, static_argnames=("slots",)),
-            shared=jax.jit(shared, donate_argnames=("cache",)),
-            append=jax.jit(append, static_argnames=("new_bucket", "mode"), donate_argnames=("cache",)),
-            begin=jax.jit(begin, static_argnames=("new_bucket", "mode"), donate_argnames=("cache",)),
-        )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
+import numpy as np
+
 Detokenize = Callable[[Sequence[int]], str]
 
 
@@ -23,18 +25,6 @@ def as_detokenize(tokenizer) -> Optional[Detokenize]:
     raise TypeError(
         f"tokenizer must be an object with .decode(ids) or a callable ids -> str, got {type(tokenizer).__name__}"
     )
-
-
-def check_stop_strings(stop_strings: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(stop_strings, str):
-        raise TypeError(
-            f"stop_strings must be a list of strings, got the single string {stop_strings!r}; wrap it in a list"
-        )
-    out = tuple(stop_strings)
-    for s in out:
-        if not isinstance(s, str) or not s:
-            raise ValueError(f"stop_strings must be non-empty strings, got {s!r} in {list(out)!r}")
-    return out
 
 
 def first_stop_start(text: str, stop_strings: Sequence[str]) -> Optional[int]:
@@ -58,3 +48,26 @@ def find_stop(ids: Sequence[int], checked: int, stop_strings: Sequence[str],
         if cut is not None:
             return n, cut
     raise AssertionError("unreachable: the full text held a stop string")
+
+
+def find_new_stops(tokens_bg, done_b, length_b, eos_b, step, rows, checked, stop_at, stop_strings,
+                   detokenize: Detokenize) -> np.ndarray:
+    """The host check between decode chunks (device state read back: tokens, done, length, whether a row ended
+    with EOS, the step). Records in `stop_at` (row -> find_stop's result) the rows [0, rows) whose new text
+    holds a stop string, advances `checked` (per row: tokens known to hold none), and returns the mask of rows
+    to mark finished on device."""
+    stopped_b = np.zeros(done_b.shape, bool)
+    for r in range(rows):
+        if r in stop_at:
+            stopped_b[r] = True
+            continue
+        count = int(length_b[r]) if done_b[r] else int(step)
+        if done_b[r] and eos_b[r]:
+            count -= 1  # the EOS token's text is not searched
+        hit = find_stop(tokens_bg[r, :count].tolist(), checked[r], stop_strings, detokenize)
+        if hit is None:
+            checked[r] = count
+        else:
+            stop_at[r] = hit
+            stopped_b[r] = True
+    return stopped_b

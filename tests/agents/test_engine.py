@@ -9,7 +9,7 @@ from flax import nnx
 
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.memory import MEMORY_HEADER, ReflectionMemory
-from cmat_jax.agents.replies import ModelReplies, Reply, ReplySource, SamplingSettings, ScriptedReplies
+from cmat_jax.agents.replies import ModelReplies, Reply, ReplySource, ScriptedReplies
 from cmat_jax.agents.trajectory import CHECKER_ROLE, REFLECTION_ROLE, Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.chat import ASSISTANT, USER, Message
@@ -20,10 +20,11 @@ from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig, SqlEnvironments
 from cmat_jax.models.config import preset
 from cmat_jax.models.lora import LoRA, LoRAConfig
 from cmat_jax.models.transformer import Transformer
+from cmat_jax.sampling.policy import SamplingPolicy
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
 from tests.envs.sql_helpers import make_task
 
-GREEDY = SamplingSettings(max_new_tokens=24, temperature=0.0)
+GREEDY = SamplingPolicy(max_new_tokens=24, temperature=0.0)
 
 
 class TokenizedScript(ReplySource):
@@ -192,8 +193,8 @@ def tiny():
 def sampled_engine(model, tokenizer, trials=1, max_batch=None):
     sampler = Sampler(model, SamplerConfig(max_len=1024, max_batch=max_batch))
     replies = ModelReplies(sampler, tokenizer)
-    config = RolloutConfig(assistant=SamplingSettings(max_new_tokens=12, temperature=1.0), trials=trials,
-                           reflection=SamplingSettings(max_new_tokens=8, temperature=1.0))
+    config = RolloutConfig(assistant=SamplingPolicy(max_new_tokens=12, temperature=1.0), trials=trials,
+                           reflection=SamplingPolicy(max_new_tokens=8, temperature=1.0))
     return RolloutEngine(SqlEnvironments(SqlEnvConfig()), config, assistant=replies, tokenizer=tokenizer,
                          reflector=replies, max_len=1024)
 
@@ -232,16 +233,17 @@ def test_sampling_after_a_donated_update_uses_the_new_weights(tiny):
     graphdef, lora, frozen = nnx.split(tiny, LoRA, ...)
     sampler = Sampler(tiny)
     prompts = [[5, 6, 7, 8], [9, 10]]
-    before = sampler.generate((lora, frozen), prompts, 8, temperature=0.0, eos_ids=())
+    before = sampler.generate((lora, frozen), prompts, SamplingPolicy(8, temperature=0.0), eos_ids=())
     update = jax.jit(lambda l: jax.tree.map(lambda x: x + 0.5, l), donate_argnums=0)
     new_lora = update(lora)
-    after = sampler.generate((new_lora, frozen), prompts, 8, temperature=0.0, eos_ids=())
+    after = sampler.generate((new_lora, frozen), prompts, SamplingPolicy(8, temperature=0.0), eos_ids=())
     merged = nnx.merge(graphdef, new_lora, frozen)
-    assert after.token_ids == Sampler(merged).generate(merged, prompts, 8, temperature=0.0, eos_ids=()).token_ids
+    greedy = SamplingPolicy(8, temperature=0.0)
+    assert after.token_ids == Sampler(merged).generate(merged, prompts, greedy, eos_ids=()).token_ids
     assert after.token_ids != before.token_ids
     assert all(x.is_deleted() for x in jax.tree.leaves(lora))  # donation freed the old adapters
     with pytest.raises(ValueError, match="donated"):
-        sampler.generate((lora, frozen), prompts, 8, temperature=0.0, eos_ids=())
+        sampler.generate((lora, frozen), prompts, SamplingPolicy(8, temperature=0.0), eos_ids=())
 
 
 def test_user_curriculum_is_seeded_restorable_and_boosts_informative_tasks(dev_tasks):

@@ -12,9 +12,10 @@ from cmat_jax import distributed
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.memory import ReflectionMemory
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
-from cmat_jax.agents.replies import ModelReplies, SamplingSettings
+from cmat_jax.agents.replies import ModelReplies
 from cmat_jax.agents.user import User
 from cmat_jax.envs.sql.env import SqlEnvConfig, SqlEnvironments
+from cmat_jax.sampling.policy import SamplingPolicy
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
 from tests.agents.test_slots import Forced, assert_same_records, sharp_tiny_model
 
@@ -66,7 +67,7 @@ def rollout(model, tokenizer, tasks, slots):
     """One process's rollout: 3 tasks x 2 samples x 2 trials at T 1.0, persistent KV slots, at most `slots`
     episodes at once, reflections on failed trials. Returns the trajectories, memory and episodes played."""
     replies = ModelReplies(Sampler(model, SamplerConfig(max_len=1024)), tokenizer)
-    config = RolloutConfig(assistant=SamplingSettings(6, 1.0), reflection=SamplingSettings(6, 1.0), trials=2,
+    config = RolloutConfig(assistant=SamplingPolicy(6, 1.0), reflection=SamplingPolicy(6, 1.0), trials=2,
                            checker="static", cache="persistent", slots=slots, prompt_budget=1024 - 6 - 32)
     engine = RolloutEngine(SqlEnvironments(SqlEnvConfig(max_rounds=4)), config, assistant=Forced(replies, tokenizer),
                            tokenizer=tokenizer, reflector=replies)

@@ -10,12 +10,13 @@ from flax import nnx
 
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
-from cmat_jax.agents.replies import ModelReplies, Reply, SamplingSettings
+from cmat_jax.agents.replies import ModelReplies, Reply
 from cmat_jax.agents.user import User
 from cmat_jax.data.tokenizer import tokenize_text
 from cmat_jax.envs.sql.env import SqlEnvConfig, SqlEnvironments
 from cmat_jax.models.config import preset
 from cmat_jax.models.transformer import Transformer
+from cmat_jax.sampling.policy import SamplingPolicy
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
 
 ATOL = 1e-4  # float32 log-probabilities; fixed, never loosened
@@ -77,7 +78,7 @@ def rollout(tiny, tokenizer, tasks, cache, slots=None):
     replies = ModelReplies(sampler, tokenizer)
     assistant = Forced(replies, tokenizer)
     # The forced ids go after the prompt, so the prompt leaves room for them (old observations are dropped).
-    config = RolloutConfig(assistant=SamplingSettings(6, 0.0), reflection=SamplingSettings(6, 0.0), trials=2,
+    config = RolloutConfig(assistant=SamplingPolicy(6, 0.0), reflection=SamplingPolicy(6, 0.0), trials=2,
                            checker="static", cache=cache, slots=slots, prompt_budget=1024 - 6 - 32)
     engine = RolloutEngine(SqlEnvironments(SqlEnvConfig(max_rounds=4)), config, assistant=assistant,
                            tokenizer=tokenizer, reflector=replies)

@@ -20,6 +20,7 @@ import numpy as np
 from cmat_jax import sharding as sharding_lib
 from cmat_jax.rl.objectives import ObjectiveConfig, objective_loss, token_logprobs
 from cmat_jax.rl.rows import RL_BATCH_KEYS, Segment, pack_segments
+from cmat_jax.sampling.policy import SamplingPolicy
 from cmat_jax.training.run_state import RunState
 from cmat_jax.training.step import loss_grads_and_metrics
 from tests.training.common import relative_difference, tiny_config
@@ -27,7 +28,7 @@ from tests.training.common import relative_difference, tiny_config
 MESHES = [(8, 1, 1), (2, 2, 2), (1, 4, 2)]
 STEPS = 3
 ROWS, SEQ_LEN = 16, 64
-OBJECTIVE = ObjectiveConfig("ppo", clip_eps=0.2, kl_coef=0.05, temperature=0.9)
+OBJECTIVE = ObjectiveConfig("ppo", clip_eps=0.2, kl_coef=0.05, sampling=SamplingPolicy(temperature=0.9))
 
 
 def config_for(tmp, mesh):

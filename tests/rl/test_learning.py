@@ -16,7 +16,7 @@ from flax import nnx
 from cmat_jax.rl.advantages import make_advantage
 from cmat_jax.rl.objectives import ObjectiveConfig, objective_loss
 from cmat_jax.rl.rows import RL_BATCH_KEYS, Segment, pack_segments
-from cmat_jax.sampling import Sampler, SamplerConfig
+from cmat_jax.sampling import Sampler, SamplerConfig, SamplingPolicy
 from cmat_jax.training.run_state import RunState
 from tests.training.common import tiny_config
 
@@ -52,7 +52,7 @@ def test_grpo_raises_the_reward_of_a_known_action(tmp_path):
     sampled_means, clip_fracs = [], []
     for it in range(ITERATIONS):
         _, weights = state.sampling_weights("assistant")
-        out = sampler.generate(weights, prompts, 1, key=jax.random.key(it), temperature=1.0, eos_ids=())
+        out = sampler.generate(weights, prompts, SamplingPolicy(1, temperature=1.0), key=jax.random.key(it), eos_ids=())
         rewards = rewarded(out.token_ids)
         sampled_means.append(rewards.mean())
         adv = grpo(rewards, groups)

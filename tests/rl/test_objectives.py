@@ -15,7 +15,7 @@ from cmat_jax.models.transformer import Transformer
 from cmat_jax.rl.objectives import (OBJECTIVES, ObjectiveConfig, check_reference, objective_loss, ppo_terms,
                                     reinforce_terms, token_logprobs)
 from cmat_jax.rl.rows import Segment, pack_segments
-from cmat_jax.sampling import Sampler, SamplerConfig
+from cmat_jax.sampling import Sampler, SamplerConfig, SamplingPolicy
 from cmat_jax.training.step import loss_grads_and_metrics
 from tests.training.common import relative_difference
 
@@ -67,11 +67,11 @@ def _reference(graphdef, lora, frozen, batch, cfg: ObjectiveConfig):
     """The objective in float64 numpy from full logits: (loss, {kl, entropy, clip_frac}) token means."""
     model = nnx.merge(graphdef, lora, frozen)
     args = (jnp.asarray(batch["tokens"]), jnp.asarray(batch["positions"]), jnp.asarray(batch["segment_ids"]))
-    logits = np.asarray(model(*args)[0], np.float64) / cfg.temperature
-    ref_logits = np.asarray(model(*args, use_lora=False)[0], np.float64) / cfg.temperature
+    logits = np.asarray(model(*args)[0], np.float64) / cfg.sampling.temperature
+    ref_logits = np.asarray(model(*args, use_lora=False)[0], np.float64) / cfg.sampling.temperature
     full = _log_softmax(logits)
-    if cfg.top_k:
-        kth = np.sort(logits, -1)[..., -cfg.top_k][..., None]
+    if cfg.sampling.top_k:
+        kth = np.sort(logits, -1)[..., -cfg.sampling.top_k][..., None]
         logits = np.where(logits >= kth, logits, -np.inf)
     policy = _log_softmax(logits)
     take = lambda lp: np.take_along_axis(lp, batch["targets"][..., None], -1)[..., 0]  # noqa: E731
@@ -98,7 +98,8 @@ def _loss(graphdef, lora, frozen, batch, cfg, chunk_size=None):
 
 
 @pytest.mark.parametrize("cfg", [
-    ObjectiveConfig("ppo", clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.1, temperature=0.7, top_k=20),
+    ObjectiveConfig("ppo", clip_eps=0.2, clip_eps_high=0.28, kl_coef=0.1,
+                    sampling=SamplingPolicy(temperature=0.7, top_k=20)),
     ObjectiveConfig("reinforce", measure_kl=True),
 ], ids=["ppo_kl_topk", "reinforce"])
 def test_loss_matches_numpy_reference_and_ignores_masked_garbage(setup, cfg):
@@ -149,12 +150,11 @@ def test_recomputed_log_probs_equal_the_samplers(setup):
     log-prob the sampler recorded (temperature and top-k included)."""
     graphdef, lora, frozen, _ = setup
     model = nnx.merge(graphdef, lora, frozen)
-    cfg = ObjectiveConfig("ppo", temperature=0.7, top_k=40)
+    cfg = ObjectiveConfig("ppo", sampling=SamplingPolicy(10, temperature=0.7, top_k=40))
     sampler = Sampler(model, SamplerConfig(max_len=64))
     rng = np.random.default_rng(1)
     prompts = [rng.integers(0, 1024, n).tolist() for n in (3, 9, 17, 5, 12)]
-    out = sampler.generate((lora, frozen), prompts, 10, key=jax.random.key(3), temperature=0.7, top_k=40,
-                           eos_ids=())
+    out = sampler.generate((lora, frozen), prompts, cfg.sampling, key=jax.random.key(3), eos_ids=())
     segments = []
     for prompt, ids, logprobs in zip(prompts, out.token_ids, out.logprobs):
         n = len(prompt) + len(ids)
@@ -179,7 +179,7 @@ def test_refusals(setup):
     with pytest.raises(ValueError, match="rl.kl_coef must be"):
         ObjectiveConfig("ppo", kl_coef=-0.1)
     with pytest.raises(ValueError, match="temperature"):
-        ObjectiveConfig("ppo", temperature=-1.0)
+        ObjectiveConfig("ppo", sampling=SamplingPolicy(temperature=-1.0))
     assert set(OBJECTIVES) == {"reinforce", "ppo"}
 
     # No adapters: "adapters off" is the policy itself, so there is no KL reference.
