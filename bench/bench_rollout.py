@@ -313,32 +313,28 @@ def run_engine(args) -> dict:
     import jax
     from flax import nnx
 
-    from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
     from cmat_jax.agents.replies import ModelReplies
     from cmat_jax.agents.trajectory import ASSISTANT_ROLE
-    from cmat_jax.envs.sql.env import SqlEnvConfig, SqlEnvironments
-    from cmat_jax.sampling.policy import SamplingPolicy
+    from cmat_jax.rollout import build_rollout_engine
     from cmat_jax.sampling.sampler import Sampler, SamplerConfig
+    from cmat_jax.sampling.policy import SamplingPolicy
+    from cmat_jax.settings.rollout import EngineSettings
 
     tasks, tokenizer, max_len = load_workload(args)
     headers = Headers(tokenizer, args.free_format)
     model = build_model(args)
     sampler = Sampler(model, SamplerConfig(max_len=max_len))
     replies = ModelReplies(sampler, tokenizer)
-    assistant = TimedReplies(replies, headers)
-    checker = TimedReplies(replies)
-    reflector = TimedReplies(replies)
-    config = RolloutConfig(
+    assistant, checker, reflector = TimedReplies(replies, headers), TimedReplies(replies), TimedReplies(replies)
+    settings = EngineSettings(
         assistant=SamplingPolicy(args.max_new_tokens, args.temperature),
         checker_sampling=SamplingPolicy(args.checker_max_new_tokens, 0.0),
         reflection=SamplingPolicy(args.reflection_max_new_tokens, 0.0),
-        trials=args.trials, checker=args.checker, cache=args.cache,
+        trials=args.trials, checker=args.checker, cache=args.cache, max_rounds=args.max_rounds,
         # The forced header goes after the prompt, so the prompt leaves room for it too.
         prompt_budget=max_len - args.max_new_tokens - headers.longest(tasks))
-    engine = RolloutEngine(SqlEnvironments(SqlEnvConfig(max_rounds=args.max_rounds)), config,
-                           assistant=assistant, tokenizer=tokenizer,
-                           checker_model=checker if "learned" in args.checker else None,
-                           reflector=reflector if args.trials > 1 else None)
+    engine = build_rollout_engine(settings, assistant=assistant, tokenizer=tokenizer, checker=checker,
+                                  reflector=reflector)
     state = nnx.state(model)
     weights = {"assistant": state, "checker": state}
 

@@ -46,6 +46,7 @@ def run_ours(args) -> dict:
     from flax import nnx
 
     from cmat_jax.models.lora import LoRA
+    from cmat_jax.settings.model import LoraSettings, MeshSettings, ModelSettings
     from cmat_jax.training import build
     from cmat_jax.training.config import default_config
     from cmat_jax.training.optimizer import make_optimizer, make_schedule
@@ -58,8 +59,8 @@ def run_ours(args) -> dict:
     c.model.remat = args.remat
     c.lora.rank, c.lora.alpha = 16, 32.0
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = args.data, args.fsdp, args.tensor
-    mesh = build.make_mesh(c.mesh)
-    model = build.build_model(c, mesh)
+    mesh = build.make_mesh(MeshSettings.parse(c))
+    model = build.build_model(ModelSettings.parse(c), LoraSettings.parse(c), c.seed, mesh)
     cfg = model.cfg
     graphdef, lora, frozen = nnx.split(model, LoRA, ...)
     del model

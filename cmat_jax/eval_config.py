@@ -2,7 +2,8 @@
 
 configs/eval_dbbench.py starts from `default_config()`; any field can be set on
 the command line (`--config.reflection.trials=3`). `resolve(config)` checks a
-config and returns the `Settings` the evaluation runs with. Every field changes
+config and returns the typed `EvalSettings` the evaluation runs with
+(cmat_jax/settings/evaluation.py, where the checks live). Every field changes
 the computation or is refused: a field that the chosen agent, model source or
 variant would ignore must keep its default, and a combination that cannot run
 (a learned Checker or reflections without a model, an ablation whose variants
@@ -33,23 +34,10 @@ every later retry's prompt).
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Optional
-
 from ml_collections import config_dict
 
-from cmat_jax.agents.checker_role import CHECKER_MODES
 from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS
-
-AGENTS = ("model", "oracle")
-MODEL_SOURCES = ("hf_dir", "workdir", "preset")
-INSTRUCTIONS = ("dbbench", "short", "")
-
-MODEL_TRIALS = 3  # reflection.trials=0 with a model
-# Resolved defaults: (model.preset, model.hf_dir or model.workdir); see the module docstring.
-MAX_NEW_TOKENS = (64, 512)  # sampling.max_new_tokens=0
-REFLECTION_MAX_NEW_TOKENS = (32, 128)  # reflection.max_new_tokens=0
-INSTRUCTIONS_DEFAULT = ("short", "dbbench")  # instructions=''
+from cmat_jax.settings.evaluation import EvalSettings, parse_evaluation
 
 
 def default_config() -> config_dict.ConfigDict:
@@ -103,127 +91,6 @@ def default_config() -> config_dict.ConfigDict:
     return c
 
 
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """One evaluated setting: its name in metrics.json and tables, trials and Checker mode."""
-
-    name: str
-    trials: int
-    checker: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """A checked config with its agent- and source-dependent defaults resolved."""
-
-    agent: str
-    source: Optional[str]  # hf_dir | workdir | preset (None for the oracle)
-    variants: tuple[Variant, ...]  # the configured one first ('full')
-    # Model agents only (0 / None for the oracle):
-    max_new_tokens: int = 0  # per Assistant reply
-    reflection_max_new_tokens: int = 0
-    instructions: Optional[str] = None  # dbbench | short
-
-    @property
-    def needs_learned_checker(self) -> bool:
-        return any("learned" in v.checker for v in self.variants)
-
-
-def resolve(config: config_dict.ConfigDict) -> Settings:
-    """The Settings of `config`, or a ValueError that names the field to change."""
-    defaults = default_config()
-    if config.agent not in AGENTS:
-        raise ValueError(f"config.agent is {config.agent!r}; registered agents: {', '.join(AGENTS)}")
-    if not config.tasks:
-        raise ValueError("config.tasks is empty; pass --config.tasks=<path to a DBBench .jsonl file>")
-    if not isinstance(config.max_tasks, int) or config.max_tasks < 0:
-        raise ValueError(f"config.max_tasks must be an int >= 0 (0: every task), found {config.max_tasks!r}")
-    if config.checker not in CHECKER_MODES:
-        raise ValueError(f"config.checker is {config.checker!r}; choose from {', '.join(CHECKER_MODES)}")
-    if config.instructions not in INSTRUCTIONS:
-        raise ValueError(f"config.instructions is {config.instructions!r}; choose from {', '.join(INSTRUCTIONS)}")
-    trials = config.reflection.trials
-    if not isinstance(trials, int) or trials < 0:
-        raise ValueError(f"reflection.trials must be an int >= 1 (0: the agent's default), found {trials!r}")
-
-    if config.agent == "oracle":
-        source = None
-        _refuse_changed(config, defaults, "the oracle agent runs no model (use --config.agent=model)",
-                        ["model." + k for k in defaults.model] + ["sampling." + k for k in defaults.sampling]
-                        + ["instructions", "reflection.max_new_tokens"])
-        if trials > 1:
-            raise ValueError(f"reflection.trials={trials} needs a model to write reflections; the oracle cannot: "
-                             "use --config.agent=model, or reflection.trials=1")
-        if "learned" in config.checker:
-            raise ValueError(f"checker={config.checker!r} needs a model for the Checker role; with the oracle use "
-                             "--config.checker=static or off")
-        trials = trials or 1
-        sizes = {}
-    else:
-        source = _model_source(config, defaults)
-        trials = trials or MODEL_TRIALS
-        for field, value in [("sampling." + k, config.sampling[k]) for k in defaults.sampling] + [
-                ("reflection.max_new_tokens", config.reflection.max_new_tokens)]:
-            smallest = 1 if field == "sampling.checker_max_new_tokens" else 0
-            if not isinstance(value, int) or value < smallest:
-                raise ValueError(f"{field} must be an int >= {smallest} (0: see its comment), found {value!r}")
-        real = int(source != "preset")
-        sizes = dict(max_new_tokens=config.sampling.max_new_tokens or MAX_NEW_TOKENS[real],
-                     reflection_max_new_tokens=config.reflection.max_new_tokens or REFLECTION_MAX_NEW_TOKENS[real],
-                     instructions=config.instructions or INSTRUCTIONS_DEFAULT[real])
-    if not isinstance(config.reflection.omega, int) or config.reflection.omega < 1:
-        raise ValueError(f"reflection.omega must be a positive int, found {config.reflection.omega!r}")
-
-    variants = [Variant("full", trials, config.checker)]
-    if config.ablations:
-        if trials == 1:
-            raise ValueError("ablations compare reflection with none, but reflection.trials is 1, so the "
-                             "'no reflection' variant would repeat the configured one; set "
-                             "--config.reflection.trials=N (N >= 2; it needs --config.agent=model)")
-        if config.checker == "off":
-            raise ValueError("ablations compare the Checker with none, but config.checker is 'off', so the "
-                             "'no Checker' variant would repeat the configured one; set --config.checker=static "
-                             "(or learned, static+learned)")
-        variants += [Variant("no_reflection", 1, config.checker), Variant("no_checker", trials, "off")]
-    if not any(v.trials > 1 for v in variants):
-        _refuse_changed(config, defaults, "no variant writes reflections (reflection.trials is 1)",
-                        ["reflection.omega", "reflection.max_new_tokens"])
-    if not any("learned" in v.checker for v in variants):
-        _refuse_changed(config, defaults, f"no variant has a learned Checker (checker={config.checker!r})",
-                        ["sampling.checker_max_new_tokens"])
-    return Settings(config.agent, source, tuple(variants), **sizes)
-
-
-def _model_source(config: config_dict.ConfigDict, defaults: config_dict.ConfigDict) -> str:
-    m = config.model
-    chosen = [s for s in MODEL_SOURCES if m[s]]
-    if len(chosen) != 1:
-        found = ", ".join(f"model.{s}={m[s]!r}" for s in chosen) or "none"
-        raise ValueError("--config.agent=model needs exactly one of --config.model.hf_dir=DIR (a local Hugging Face "
-                         "model), --config.model.workdir=W (a trained run) or --config.model.preset=tiny (a seeded "
-                         f"random model); found {found}")
-    source = chosen[0]
-    only = {"step": ("workdir",), "seed": ("preset",), "init_std": ("preset",), "dtype": ("hf_dir", "preset"),
-            "param_dtype": ("hf_dir", "preset")}
-    for field, sources in only.items():
-        if source not in sources:
-            _refuse_changed(config, defaults, f"it applies only with model.{' or model.'.join(sources)}, and "
-                            f"model.{source} is the model", [f"model.{field}"])
-    if not isinstance(m.step, int) or m.step < 0:
-        raise ValueError(f"model.step must be an int >= 0 (0: the latest checkpoint), found {m.step!r}")
-    return source
-
-
-def _get(config: config_dict.ConfigDict, dotted: str) -> Any:
-    value = config
-    for part in dotted.split("."):
-        value = value[part]
-    return value
-
-
-def _refuse_changed(config, defaults, why: str, fields: list[str]) -> None:
-    """Fields that would be ignored must keep their defaults."""
-    for field in fields:
-        value, default = _get(config, field), _get(defaults, field)
-        if value != default:
-            raise ValueError(f"config.{field}={value!r} would be ignored: {why}; leave it at its default {default!r}")
+def resolve(config: config_dict.ConfigDict) -> EvalSettings:
+    """The EvalSettings of `config`, or a ValueError that names the field to change."""
+    return parse_evaluation(config, default_config())

@@ -42,7 +42,6 @@ from ml_collections import config_flags
 
 from cmat_jax import cli, eval_config, eval_report
 from cmat_jax import sharding as sharding_lib
-from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.memory import ReflectionMemory
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.replies import ModelReplies, ScriptedReplies
@@ -50,12 +49,12 @@ from cmat_jax.agents.trajectory import CHECKER_ROLE, Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.data.tokenizer import load_tokenizer
 from cmat_jax.demos.oracle import OracleAgent
-from cmat_jax.envs.sql.database import Limits
-from cmat_jax.envs.sql.env import SqlEnvConfig, SqlEnvironments
 from cmat_jax.envs.sql.tasks import load_tasks
 from cmat_jax.models.config import preset
-from cmat_jax.sampling.policy import SamplingPolicy
+from cmat_jax.rollout import build_rollout_engine
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
+from cmat_jax.settings.evaluation import EvalModel, EvalSettings, Variant
+from cmat_jax.settings.model import LoraSettings, ModelSettings
 from cmat_jax.training import build
 from cmat_jax.training.config import default_config as run_default_config
 from cmat_jax.training.workdir import load_trained_model, saved_roles
@@ -77,28 +76,20 @@ class Players:
     description: Optional[dict[str, Any]]  # the model, recorded in metrics.json (None: the oracle)
 
 
-def make_env_config(config: ml_collections.ConfigDict) -> SqlEnvConfig:
-    limits = Limits(timeout_s=config.timeout_s, max_output_chars=config.max_output_chars,
-                    heap_limit_bytes=int(config.heap_limit_mib) << 20)
-    return SqlEnvConfig(max_rounds=config.max_rounds, limits=limits)
-
-
-def make_players(config: ml_collections.ConfigDict, settings: eval_config.Settings) -> Players:
+def make_players(settings: EvalSettings) -> Players:
     if settings.agent == "oracle":
         return Players(ScriptedReplies(OracleAgent), None, None, {}, None, None)
     mesh = sharding_lib.make_mesh(1, -1, 1)  # the weights sharded over every device (fsdp)
-    model, tokenizer, description = load_model(config, settings.source, mesh)
-    s = config.sampling
-    sampler_config = SamplerConfig(max_len=int(s.max_len) or None, max_batch=int(s.batch_size) or None,
-                                   unroll_decode_layers=bool(s.unroll_decode_layers))
+    model, tokenizer, description = load_model(settings.model, mesh)
+    sampler_config = SamplerConfig(max_len=settings.max_len or None, max_batch=settings.batch_size or None,
+                                   unroll_decode_layers=settings.unroll_decode_layers)
     sampler = Sampler(model, sampler_config, mesh=mesh)
     assistant = ModelReplies(sampler, tokenizer)
     checker, checker_state = assistant, nnx.state(model)
     if settings.source == "workdir" and settings.needs_learned_checker:
-        step = description["step"]
-        if CHECKER_ROLE in saved_roles(config.model.workdir, step):  # the run trained a Checker adapter
-            checker_state = nnx.state(load_trained_model(config.model.workdir, step=step, mesh=mesh,
-                                                         role=CHECKER_ROLE)[0])
+        workdir, step = settings.model.workdir, description["step"]
+        if CHECKER_ROLE in saved_roles(workdir, step):  # the run trained a Checker adapter
+            checker_state = nnx.state(load_trained_model(workdir, step=step, mesh=mesh, role=CHECKER_ROLE)[0])
         else:  # the run trained the Assistant's adapter only: the Checker is the frozen base (adapters off)
             checker = ModelReplies(Sampler(model, dataclasses.replace(sampler_config, use_lora=False),
                                            mesh=mesh), tokenizer)
@@ -107,83 +98,70 @@ def make_players(config: ml_collections.ConfigDict, settings: eval_config.Settin
                    sampler.max_len, description)
 
 
-def load_model(config: ml_collections.ConfigDict, source: str, mesh):
+def load_model(m: EvalModel, mesh):
     """(model, tokenizer, description for metrics.json) from model.hf_dir, model.workdir or model.preset."""
-    m = config.model
-    if source == "hf_dir":
+    if m.source == "hf_dir":
         from cmat_jax.checkpoints.hf import load_hf_model  # safetensors readers: only this source needs them
 
-        model = load_hf_model(m.hf_dir, dtype=build.dtype_from_name(m.dtype, "model.dtype"),
-                              param_dtype=build.dtype_from_name(m.param_dtype, "model.param_dtype"), mesh=mesh)
+        model = load_hf_model(m.hf_dir, dtype=build.DTYPES[m.dtype], param_dtype=build.DTYPES[m.param_dtype],
+                              mesh=mesh)
         return model, load_tokenizer(m.hf_dir), {"hf_dir": os.path.abspath(m.hf_dir), "dtype": m.dtype}
-    if source == "workdir":
-        model, run_config, step = load_trained_model(m.workdir, step=int(m.step) or None, mesh=mesh)
+    if m.source == "workdir":
+        model, run_config, step = load_trained_model(m.workdir, step=m.step or None, mesh=mesh)
         tokenizer = load_tokenizer(build.tokenizer_path(run_config))
         return model, tokenizer, {"workdir": os.path.abspath(m.workdir), "mode": run_config.get("mode", "sft"),
                                   "step": step, "dtype": run_config.model.dtype}
-    vocab_size = preset(m.preset).vocab_size  # an unknown name is a ValueError that lists the presets
+    vocab_size = preset(m.preset).vocab_size
     tokenizer = load_tokenizer()
     if len(tokenizer) > vocab_size:
         raise ValueError(f"model.preset={m.preset!r} has {vocab_size} token ids, fewer than the bundled "
                          f"tokenizer's {len(tokenizer)}; choose a preset with a larger vocabulary")
     run = run_default_config()  # the trainer's random base, built as `python -m cmat_jax.train` builds it
-    run.seed = int(m.seed)
-    run.model.random_init = True
-    run.model.preset = m.preset
-    run.model.init_std = float(m.init_std)
+    run.model.random_init, run.model.preset, run.model.init_std = True, m.preset, m.init_std
     run.model.dtype, run.model.param_dtype = m.dtype, m.param_dtype
-    return build.build_model(run, mesh), tokenizer, {"preset": m.preset, "seed": int(m.seed),
-                                                     "init_std": float(m.init_std), "dtype": m.dtype}
+    model = build.build_model(ModelSettings.parse(run), LoraSettings.parse(run), m.seed, mesh)
+    return model, tokenizer, {"preset": m.preset, "seed": m.seed, "init_std": m.init_std, "dtype": m.dtype}
 
 
 def evaluate(config: ml_collections.ConfigDict) -> dict[str, Any]:
     settings = eval_config.resolve(config)
-    tasks = load_tasks(config.tasks)
-    if config.max_tasks:
-        tasks = tasks[: config.max_tasks]
-    os.makedirs(config.workdir, exist_ok=True)  # before the model and the episodes, so a bad workdir costs no run
-    players = make_players(config, settings)
-    env_config = make_env_config(config)
+    tasks = load_tasks(settings.tasks)
+    if settings.max_tasks:
+        tasks = tasks[: settings.max_tasks]
+    os.makedirs(settings.workdir, exist_ok=True)  # before the model and the episodes, so a bad workdir costs no run
+    players = make_players(settings)
     user = User(tasks, seed=0, curriculum=False,
                 instructions=SHORT_INSTRUCTIONS if settings.instructions == "short" else None)
 
     results: dict[str, dict[str, Any]] = {}
     records: list[dict[str, Any]] = []
     for variant in settings.variants:
-        trajectories, metrics = run_variant(config, settings, players, env_config, user, tasks, variant)
+        trajectories, metrics = run_variant(settings, players, user, tasks, variant)
         results[variant.name] = metrics
         records += [{"variant": variant.name, **t.to_json()} for t in trajectories]
 
-    common = {"agent": config.agent, "tasks": os.path.abspath(config.tasks), "model": players.description}
+    common = {"agent": settings.agent, "tasks": settings.tasks, "model": players.description}
     metrics = {**common, **results["full"]} if len(results) == 1 else {**common, "variants": results}
-    with open(os.path.join(config.workdir, "metrics.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(settings.workdir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2)
-    with open(os.path.join(config.workdir, "episodes.jsonl"), "w", encoding="utf-8") as f:
+    with open(os.path.join(settings.workdir, "episodes.jsonl"), "w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     if len(results) > 1:
-        with open(os.path.join(config.workdir, "ablations.md"), "w", encoding="utf-8") as f:
+        with open(os.path.join(settings.workdir, "ablations.md"), "w", encoding="utf-8") as f:
             f.write(eval_report.ablation_markdown(results))
         title = f"DBBench accuracy by variant: {_describe(players.description)}, {len(tasks)} tasks"
-        eval_report.ablation_plot(results, os.path.join(config.workdir, "ablations.png"), title)
+        eval_report.ablation_plot(results, os.path.join(settings.workdir, "ablations.png"), title)
     return metrics
 
 
-def run_variant(config, settings: eval_config.Settings, players: Players, env_config: SqlEnvConfig, user: User,
-                tasks, variant: eval_config.Variant) -> tuple[list[Trajectory], dict[str, Any]]:
+def run_variant(settings: EvalSettings, players: Players, user: User, tasks,
+                variant: Variant) -> tuple[list[Trajectory], dict[str, Any]]:
     """One variant's trajectories (every trial) and metrics, with a progress bar over its episodes."""
     from tqdm import tqdm
 
-    greedy = lambda tokens: SamplingPolicy(max_new_tokens=int(tokens), temperature=0.0)  # noqa: E731
-    rollout = RolloutConfig(
-        assistant=greedy(settings.max_new_tokens or 1),  # the oracle samples nothing
-        checker_sampling=greedy(config.sampling.checker_max_new_tokens),
-        reflection=greedy(settings.reflection_max_new_tokens or 1),
-        trials=variant.trials, checker=variant.checker)
-    engine = RolloutEngine(
-        SqlEnvironments(env_config), rollout, assistant=players.assistant, tokenizer=players.tokenizer,
-        checker_model=players.checker if rollout.learned_checker else None,
-        reflector=players.assistant if variant.trials > 1 else None, max_len=players.max_len)
+    engine = build_rollout_engine(settings.engine(variant, players.max_len), assistant=players.assistant,
+                                  tokenizer=players.tokenizer, checker=players.checker, reflector=players.assistant)
     # The bar counts trials, so it moves within a trial as episodes end; an episode solved early counts its
     # remaining trials at once. The postfix counts whole episodes and their running accuracy.
     bar = tqdm(total=len(tasks) * variant.trials, desc=variant.name, unit="trial", dynamic_ncols=True)
@@ -200,13 +178,13 @@ def run_variant(config, settings: eval_config.Settings, players: Players, env_co
 
     start = time.perf_counter()
     try:
-        trajectories = engine.run(tasks, weights=players.weights, memory=ReflectionMemory(config.reflection.omega),
+        trajectories = engine.run(tasks, weights=players.weights, memory=ReflectionMemory(settings.omega),
                                   user=user, on_finish=on_finish)
     finally:
         bar.close()
     metrics = eval_report.variant_metrics(trajectories, variant.trials)
     metrics["variant"] = {"name": variant.name, "trials": variant.trials, "checker": variant.checker,
-                          "omega": config.reflection.omega if variant.trials > 1 else None,
+                          "omega": settings.omega if variant.trials > 1 else None,
                           "max_new_tokens": settings.max_new_tokens or None,
                           "reflection_max_new_tokens":
                               settings.reflection_max_new_tokens if variant.trials > 1 else None,

@@ -15,6 +15,7 @@ import logging as std_logging
 from absl import app, flags, logging
 
 from cmat_jax import cli, distributed
+from cmat_jax.settings.run import RunSettings, parse_run
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
@@ -35,40 +36,36 @@ def main(argv):
     logging.get_absl_handler().addFilter(_OrbaxWarningsOnly())
     config = FLAGS.config
     try:
+        settings = parse_run(config)  # every setting, before anything is built
         distributed.initialize(config.distributed)  # before anything touches a device
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
-    if config.get("mode", "sft") == "cmat":
-        return _run_cmat(config)
-    from cmat_jax.training.trainer import Trainer
-
-    try:
-        trainer = Trainer(config)
+        driver = start(settings)
     except (ValueError, OSError) as e:  # config, data, model or workdir problems: the message says what to fix
         raise SystemExit(f"error: {e}") from None
     try:
-        history = trainer.train()
+        if settings.mode == "cmat":
+            driver.run()
+        else:
+            history = driver.train()
     finally:
-        trainer.close()
-    if history:
-        logging.info("finished at step %d, loss %.4f; workdir %s", trainer.step, history[-1]["loss"], trainer.workdir)
+        driver.close()
+    if settings.mode == "cmat":
+        logging.info("finished at iteration %d; workdir %s", driver.iteration, driver.workdir)
+    elif history:
+        logging.info("finished at step %d, loss %.4f; workdir %s", driver.step, history[-1]["loss"], driver.workdir)
     else:
-        logging.info("nothing to do: the run in %s is already at step %d of train.steps=%d", trainer.workdir,
-                     trainer.step, config.train.steps)
+        logging.info("nothing to do: the run in %s is already at step %d of train.steps=%d", driver.workdir,
+                     driver.step, settings.train.steps)
 
 
-def _run_cmat(config):
-    from cmat_jax.rl.loop import CmatRun
+def start(settings: RunSettings):
+    """The run's driver: the SFT trainer (mode 'sft') or the CMAT loop (mode 'cmat'), started or resumed."""
+    if settings.mode == "cmat":
+        from cmat_jax.rl.loop import CmatRun
 
-    try:
-        run = CmatRun(config)
-    except (ValueError, OSError) as e:
-        raise SystemExit(f"error: {e}") from None
-    try:
-        run.run()
-    finally:
-        run.close()
-    logging.info("finished at iteration %d; workdir %s", run.iteration, run.workdir)
+        return CmatRun(settings)
+    from cmat_jax.training.trainer import Trainer
+
+    return Trainer(settings)
 
 
 if __name__ == "__main__":

@@ -20,28 +20,31 @@ the data position are host items of the checkpoint, saved with the adapters
 and optimizer states after the warm start and every checkpoint.every
 iterations. A killed run resumed with --config.resume=true therefore repeats
 exactly what the uninterrupted run did (every metric except wall-clock times).
+
+Settings are typed and checked before anything runs (cmat_jax/settings/); the
+lengths that depend on the prompts (rollout.max_len, rl.seq_len) are checked
+once the tokenizer and the tasks are loaded, before the model is built. Start,
+resume, the non-finite guard, records, checkpoints and close are the lifecycle
+the SFT trainer shares (training/driver.py); both engines are built by
+cmat_jax/rollout.py's build_rollout_engine.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
-from typing import Optional
 
 import jax
 import numpy as np
 import optax
-from absl import logging
 
 from cmat_jax import distributed
-from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.memory import ReflectionMemory
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.replies import ModelReplies
 from cmat_jax.agents.trajectory import ASSISTANT_ROLE, CHECKER_ROLE
 from cmat_jax.agents.user import User
-from cmat_jax.envs.sql.env import SqlEnvConfig, SqlEnvironments
+from cmat_jax.envs.sql.env import SqlEnvConfig
 from cmat_jax.envs.sql.metrics import dbbench_metrics
 from cmat_jax.eval_report import final_trajectories
 from cmat_jax.rl import episodes as episode_lib
@@ -51,152 +54,98 @@ from cmat_jax.rl.report import plot_success, summary_table
 from cmat_jax.rl.rows import RL_BATCH_KEYS, pack_segments
 from cmat_jax.rl.tasks import task_pools
 from cmat_jax.demos.warmup import demonstrations, write_demonstrations
-from cmat_jax.sampling.policy import SamplingPolicy
+from cmat_jax.rollout import build_rollout_engine, longest_opening
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
+from cmat_jax.settings.run import RunSettings
 from cmat_jax.training import build
-from cmat_jax.training.metrics import MetricsWriter, check_metrics_file
-from cmat_jax.training.run_state import (NonFiniteError, RunState, absolute_paths, check_batch_layout,
-                                         check_nonfinite_mode, make_checkpointer, record_run, resume_step)
+from cmat_jax.training.driver import Driver
+from cmat_jax.training.metrics import check_metrics_file
+from cmat_jax.training.run_state import check_batch_layout
 from cmat_jax.training.step import BATCH_KEYS
 
-INSTRUCTIONS = {"dbbench": None, "short": SHORT_INSTRUCTIONS}
-PATH_SETTINGS = ("model.hf_dir", "data.tokenizer", "data.general", "tasks.train", "tasks.eval")
+INSTRUCTIONS = {"dbbench": None, "short": SHORT_INSTRUCTIONS}  # rollout.instructions -> the User's text
 # What a resumed CMAT run may change: as SFT, plus how many iterations it runs in all.
 RESUMABLE_CHANGES = ("rl.iterations", "train.log_every", "resume", "workdir", "mesh", "checkpoint", "distributed")
 TIMING_METRICS = ("tokens_per_s", "step_s", "rollout_s", "update_s", "eval_s")
 # DBBench's scores in each evaluation record (the held-out tasks' types decide which are meaningful).
 DBBENCH_SCORES = ("overall_cat_accuracy", "SELECT_accuracy", "INSERT_accuracy", "UPDATE_accuracy")
+METRIC_MEANS = ("loss", "kl", "entropy", "clip_frac")  # token-weighted over an iteration's updates
 
 
-def check_config(config) -> None:
-    """Refuses settings that cannot run or would do nothing, naming the field."""
-    if config.mode != "cmat":
-        raise ValueError(f"mode is {config.mode!r}; the CMAT loop runs configs with mode='cmat' (cmat_config())")
-    if config.data.agent:
-        raise ValueError("data.agent is set, but a CMAT run's warm start trains on the oracle's episodes of "
-                         "tasks.train; leave data.agent empty (data.general may add general chat data)")
-    if config.rollout.instructions not in INSTRUCTIONS:
-        raise ValueError(f"rollout.instructions is {config.rollout.instructions!r}; choose from "
-                         f"{', '.join(INSTRUCTIONS)}")
-    if int(config.rl.iterations) < 0 or int(config.train.steps) < 0:
-        raise ValueError("rl.iterations and train.steps must be >= 0")
-    if int(config.rl.eval_every) < 1:
-        raise ValueError(f"rl.eval_every must be >= 1, found {config.rl.eval_every}")
-    if config.checker.train and "learned" not in config.checker.mode:
-        raise ValueError(f"checker.train is true but checker.mode is {config.checker.mode!r}: there is no learned "
-                         "Checker to train; use checker.mode='learned' or 'static+learned'")
-    if int(config.rl.update_epochs) < 1:
-        raise ValueError(f"rl.update_epochs must be >= 1, found {config.rl.update_epochs}")
-    if not 0.0 <= float(config.train.recovery_fraction) <= 1.0:
-        raise ValueError(f"train.recovery_fraction must be in [0, 1] (the share of warm-start tasks played with a "
-                         f"mistaken first statement), found {config.train.recovery_fraction}")
-    if not 0.0 <= float(config.train.reflection_fraction) <= 1.0:
-        raise ValueError(f"train.reflection_fraction must be in [0, 1] (the share of warm-start tasks played as a "
-                         f"failed trial, its reflection and the retry), found {config.train.reflection_fraction}")
-    check_nonfinite_mode(config.train.nonfinite)
+class CmatRun(Driver):
+    """Builds a CMAT run from its settings; `run()` runs the warm start, the iterations and the evaluations."""
 
-
-class CmatRun:
-    """Builds a CMAT run from its config; `run()` runs the warm start, the iterations and the evaluations."""
-
-    def __init__(self, config):
-        check_config(config)
-        absolute_paths(config, PATH_SETTINGS)
-        self.config = config
-        self.workdir = os.path.abspath(config.workdir)
-        self.is_main = jax.process_index() == 0
-        self.checkpointer = make_checkpointer(config, self.workdir)
-        start = resume_step(config, self.checkpointer, self.workdir, resumable=RESUMABLE_CHANGES,
-                            extra_checks=lambda saved, current: [])
-
-        learned = "learned" in config.checker.mode
+    def __init__(self, settings: RunSettings):
+        c = self.cmat = settings.cmat
+        # The tasks, and the lengths their prompts need, first: a refused length leaves no workdir behind.
+        self._load_tasks(settings)
+        super().__init__(settings, resumable=RESUMABLE_CHANGES, extra_checks=lambda saved, current: [])
+        learned = c.checker.learned
         roles = (ASSISTANT_ROLE, CHECKER_ROLE) if learned else (ASSISTANT_ROLE,)
-        self.trained_roles = (ASSISTANT_ROLE, CHECKER_ROLE) if config.checker.train else (ASSISTANT_ROLE,)
-        # The update's settings are checked before tasks or a model are built.
-        r, rollout = config.rl, config.rollout
+        self.trained_roles = (ASSISTANT_ROLE, CHECKER_ROLE) if c.checker.train else (ASSISTANT_ROLE,)
+        self.warm_steps = settings.train.steps
+        check_batch_layout(c.rl.rows, settings.train.microbatches, self.mesh, rows_field="rl.rows")
+        if self.warm_steps > 0:
+            check_batch_layout(settings.data.batch_size, settings.train.microbatches, self.mesh)
         # The Checker's groups are its verdicts on one task, which may be a single one: such a group is masked.
-        self.estimators = {role: make_advantage(r.advantage, group_size=int(rollout.group_size),
+        self.estimators = {role: make_advantage(c.rl.advantage, group_size=c.rollout.group_size,
                                                 **({"singletons": "mask"} if role == CHECKER_ROLE
-                                                   and r.advantage != "reinforce" else {}))
+                                                   and c.rl.advantage != "reinforce" else {}))
                            for role in self.trained_roles}
+        sampling = c.rollout.sampling(c.rollout.temperature)
         objective = ObjectiveConfig(
-            name=r.objective, clip_eps=float(r.clip_eps), clip_eps_high=float(r.clip_eps_high),
-            kl_coef=float(r.kl_coef), measure_kl=bool(r.measure_kl), sampling=SamplingPolicy(
-                int(rollout.max_new_tokens), float(rollout.temperature), int(rollout.top_k) or None,
-                float(rollout.top_p) if float(rollout.top_p) < 1.0 else None))
+            name=c.rl.objective, clip_eps=c.rl.clip_eps, clip_eps_high=c.rl.clip_eps_high, kl_coef=c.rl.kl_coef,
+            measure_kl=c.rl.measure_kl, sampling=sampling)
 
-        from cmat_jax.data import load_tokenizer
-
-        self.tokenizer = load_tokenizer(build.tokenizer_path(config))
-        self.train_tasks, self.eval_tasks = task_pools(config.tasks)
-        instructions = INSTRUCTIONS[rollout.instructions]
-        self.user = User(self.train_tasks, seed=int(config.seed), curriculum=bool(rollout.curriculum),
-                         boost=float(rollout.curriculum_boost), instructions=instructions)
-        self.eval_user = User(self.eval_tasks, seed=int(config.seed), curriculum=False, instructions=instructions)
-        self.memory = ReflectionMemory(int(config.reflection.omega))
-        self.env_config = SqlEnvConfig(max_rounds=int(rollout.max_rounds))
-        self.warm_batches = self._warm_start_data() if int(config.train.steps) > 0 else None
-        frozen = [role for role in roles if role not in self.trained_roles]
-        self.state = RunState(config, roles=roles, frozen_roles=frozen, checkpointer=self.checkpointer)
-        if len(self.tokenizer) > self.state.model_config.vocab_size:
-            raise ValueError(f"the tokenizer has {len(self.tokenizer)} ids but the model's vocabulary has "
-                             f"{self.state.model_config.vocab_size}; use the tokenizer that belongs to the model")
-        check_batch_layout(int(r.rows), int(config.train.microbatches), self.state.mesh, rows_field="rl.rows")
-        if self.warm_batches is not None:
-            check_batch_layout(int(config.data.batch_size), int(config.train.microbatches), self.state.mesh)
+        self.warm_batches = self._warm_start_data() if self.warm_steps > 0 else None
+        self.build_state(self.tokenizer, roles=roles, frozen_roles=[r for r in roles if r not in self.trained_roles])
         check_reference(objective, self.state.adapters[ASSISTANT_ROLE])
         self.sft_step = self.state.make_step() if self.warm_batches is not None else None
         self.rl_step = self.state.make_step(objective_loss(objective),
-                                            schedule=optax.constant_schedule(float(r.learning_rate)))
+                                            schedule=optax.constant_schedule(c.rl.learning_rate))
         self._build_engines()
 
-        self.step = 0  # checkpoint steps: warm-start updates, then train.steps + iteration
-        self.iteration = 0
+        self.iteration = 0  # checkpoint steps: warm-start updates, then train.steps + iteration
         self.updates = 0  # RL updates made (the RL step's index)
-        self.skipped = 0
-        if start is not None:
-            self._restore(start)
-        record_run(config, self.workdir, self.step)
+        self.resume()
 
     # -- setup -------------------------------------------------------------
 
-    def _warm_start_data(self):
-        from cmat_jax.data import make_sft_batches
+    def _load_tasks(self, settings: RunSettings) -> None:
+        from cmat_jax.data import load_tokenizer
 
-        d = self.config.data
+        c, seed = self.cmat, settings.seed
+        self.tokenizer = load_tokenizer(build.tokenizer_path(settings))
+        self.train_tasks, self.eval_tasks = task_pools(c.tasks)
+        instructions = INSTRUCTIONS[c.rollout.instructions]
+        self.user = User(self.train_tasks, seed=seed, curriculum=c.rollout.curriculum,
+                         boost=c.rollout.curriculum_boost, instructions=instructions)
+        self.eval_user = User(self.eval_tasks, seed=seed, curriculum=False, instructions=instructions)
+        c.check_lengths(longest_opening(self.train_tasks, self.user, self.tokenizer),
+                        longest_opening(self.eval_tasks, self.eval_user, self.tokenizer))
+        self.memory = ReflectionMemory(c.reflection.omega)
+
+    def _warm_start_data(self):
+        warm = self.cmat.warm_start
         # Every process reads its own copy (another host may not see the workdir); process 0's is the run's record.
         path = os.path.join(self.workdir if self.is_main else distributed.scratch_dir(), "warmup_demonstrations.jsonl")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_demonstrations(path, demonstrations(self.train_tasks, self.user, SqlEnvConfig(),
-                                                  recovery_fraction=float(self.config.train.recovery_fraction),
-                                                  seed=int(self.config.seed),
-                                                  reflection_fraction=float(self.config.train.reflection_fraction),
+                                                  recovery_fraction=warm.recovery_fraction, seed=self.settings.seed,
+                                                  reflection_fraction=warm.reflection_fraction,
                                                   tokenizer=self.tokenizer))
-        return make_sft_batches(self.tokenizer, path, d.general or None, agent_fraction=float(d.agent_fraction),
-                                batch_size=int(d.batch_size), seq_len=int(d.seq_len), mode=d.mode,
-                                seed=int(d.seed), overlong=d.overlong)
+        return build.build_batches(self.settings.data, self.tokenizer, path)
 
     def _build_engines(self) -> None:
-        c = self.config
-        sampler_config = SamplerConfig(max_len=int(c.rollout.max_len),
-                                       unroll_decode_layers=bool(c.rollout.unroll_decode_layers))
-        sampler = Sampler(self.state.model(ASSISTANT_ROLE), sampler_config, mesh=self.state.mesh)
+        rollout = self.cmat.rollout
+        sampler = Sampler(self.state.model(ASSISTANT_ROLE),
+                          SamplerConfig(max_len=rollout.max_len, unroll_decode_layers=rollout.unroll_decode_layers),
+                          mesh=self.state.mesh)
         replies = ModelReplies(sampler, self.tokenizer)
-        learned = "learned" in c.checker.mode
-        trials = int(c.reflection.trials)
-
-        def engine(temperature: float) -> RolloutEngine:
-            settings = SamplingPolicy(int(c.rollout.max_new_tokens), temperature, int(c.rollout.top_k) or None,
-                                      float(c.rollout.top_p) if float(c.rollout.top_p) < 1.0 else None)
-            config = RolloutConfig(
-                assistant=settings, trials=trials, checker=c.checker.mode, cache=c.rollout.cache,
-                checker_sampling=dataclasses.replace(settings, max_new_tokens=int(c.checker.max_new_tokens)),
-                reflection=dataclasses.replace(settings, max_new_tokens=int(c.reflection.max_new_tokens)))
-            return RolloutEngine(SqlEnvironments(self.env_config), config, assistant=replies, tokenizer=self.tokenizer,
-                                 checker_model=replies if learned else None,
-                                 reflector=replies if trials > 1 else None, max_len=int(c.rollout.max_len))
-
-        self.train_engine = engine(float(c.rollout.temperature))
+        engine = lambda temperature: build_rollout_engine(  # noqa: E731
+            self.cmat.engine(temperature), assistant=replies, tokenizer=self.tokenizer, checker=replies,
+            reflector=replies)
+        self.train_engine = engine(rollout.temperature)
         self.eval_engine = engine(0.0)
 
     def _weights(self) -> dict:
@@ -205,71 +154,56 @@ class CmatRun:
     # -- checkpoints -------------------------------------------------------
 
     def _host_state(self) -> dict:
-        return {"iteration": self.iteration, "updates": self.updates, "skipped": self.skipped,
+        return {"iteration": self.iteration, "updates": self.updates, "skipped": self.skipped_steps,
                 "user": self.user.state(), "memory": self.memory.state(),
                 "advantages": {role: e.state() for role, e in self.estimators.items()},
                 "data": self.warm_batches.state() if self.warm_batches is not None else {}}
 
-    def _save(self, force: bool = False) -> None:
-        self.state.save(self.step, self._host_state(), force=force)
-
-    def _restore(self, step: int) -> None:
-        host = self.state.restore(step)
-        self.step, self.iteration = step, int(host["iteration"])
-        self.updates, self.skipped = int(host["updates"]), int(host["skipped"])
+    def restore_host(self, host: dict) -> None:
+        self.iteration = int(host["iteration"])
+        self.updates, self.skipped_steps = int(host["updates"]), int(host["skipped"])
         self.user.restore(host["user"])
         self.memory.restore(host["memory"])
         for role, estimator in self.estimators.items():
             estimator.restore(host["advantages"][role])
         if self.warm_batches is not None and host["data"]:
             self.warm_batches.restore(host["data"])
-        logging.info("resumed %s at step %d (iteration %d)", self.workdir, step, self.iteration)
 
     # -- the run -----------------------------------------------------------
 
     def run(self) -> list[dict]:
         """Runs to the end; returns the records it wrote."""
-        from tqdm import tqdm
-
-        c = self.config
-        warm_steps, iterations = int(c.train.steps), int(c.rl.iterations)
-        writer = MetricsWriter(self.workdir, enabled=self.is_main, start_step=self.step or None)
-        bar = tqdm(total=warm_steps + iterations, initial=self.step, desc="cmat", unit="step",
-                   disable=not self.is_main, dynamic_ncols=True)
+        warm_steps, iterations = self.warm_steps, self.cmat.rl.iterations
         records: list[dict] = []
+        with self.records(warm_steps + iterations, "cmat") as (writer, bar):
 
-        def write(record: dict) -> None:
-            records.append(record)
-            writer.write(self.step, record, group=record["phase"])
+            def write(record: dict) -> None:
+                records.append(record)
+                writer.write(self.step, record, group=record["phase"])
 
-        try:
             if warm_steps == 0 and self.step == 0 and iterations > 0:
                 write(self._evaluate())  # the starting point: the base model
             while self.step < warm_steps:
                 record = self._warm_step()
                 bar.update(1)
                 bar.set_postfix(phase="sft", loss=f"{record['loss']:.3f}")
-                if self.step % max(int(c.train.log_every), 1) == 0 or self.step == warm_steps:
+                if self.step % self.settings.train.log_every == 0 or self.step == warm_steps:
                     write(record)
                 if self.step == warm_steps:
                     # Evaluated before the save, so a run resumed from this checkpoint has the record.
                     write(self._evaluate())
-                    self._save(force=True)
+                    self.save(self._host_state(), force=True)
                 elif self.checkpointer.should_save(self.step):
-                    self._save()
+                    self.save(self._host_state())
             while self.iteration < iterations:
                 record = self._iteration()
                 write(record)
                 bar.update(1)
                 bar.set_postfix(phase="rl", success=f"{record['success_rate']:.2f}")
-                if self.iteration % int(c.rl.eval_every) == 0 or self.iteration == iterations:
+                if self.iteration % self.cmat.rl.eval_every == 0 or self.iteration == iterations:
                     write(self._evaluate())
-                if self.iteration == iterations or self.iteration % int(c.checkpoint.every) == 0:
-                    self._save(force=True)  # checkpoint.every counts iterations here, not step numbers
-        finally:
-            self.checkpointer.wait()
-            bar.close()
-            writer.close()
+                if self.iteration == iterations or self.iteration % self.settings.checkpoint.every == 0:
+                    self.save(self._host_state(), force=True)  # checkpoint.every counts iterations here
         if self.is_main:
             history = self._history()
             if any(r["phase"] == "eval" for r in history):
@@ -284,8 +218,9 @@ class CmatRun:
     def _warm_step(self) -> dict:
         start = time.perf_counter()
         host_batch = next(self.warm_batches)
-        batch = self.state.put_batch(host_batch, keys=BATCH_KEYS, rows=int(self.config.data.batch_size))
-        metrics = self._read(self.state.update(ASSISTANT_ROLE, self.sft_step, batch, self.step), "sft")
+        batch = self.state.put_batch(host_batch, keys=BATCH_KEYS, rows=self.settings.data.batch_size)
+        metrics, _ = self.read_metrics(self.state.update(ASSISTANT_ROLE, self.sft_step, batch, self.step),
+                                       where=f"warm-start step {self.step + 1} (update index {self.step})")
         self.step += 1
         tokens = int(np.count_nonzero(host_batch["segment_ids"]))
         step_s = time.perf_counter() - start
@@ -293,11 +228,11 @@ class CmatRun:
                 "tokens_per_s": tokens / max(step_s, 1e-9), "step_s": step_s}
 
     def _iteration(self) -> dict:
-        c = self.config
+        c = self.cmat
         start = time.perf_counter()
-        tasks = self.user.draw(int(c.rollout.tasks_per_iteration))
-        key = jax.random.fold_in(jax.random.key(int(c.seed)), self.iteration)
-        trajectories = self.train_engine.run(tasks, group_size=int(c.rollout.group_size), key=key,
+        tasks = self.user.draw(c.rollout.tasks_per_iteration)
+        key = jax.random.fold_in(jax.random.key(self.settings.seed), self.iteration)
+        trajectories = self.train_engine.run(tasks, group_size=c.rollout.group_size, key=key,
                                              weights=self._weights(), memory=self.memory, user=self.user)
         for task in tasks:
             self.user.record(task.task_id, [t.correct for t in trajectories if t.task_id == task.task_id])
@@ -305,53 +240,41 @@ class CmatRun:
 
         start = time.perf_counter()
         record = {"phase": "rl", "iteration": self.iteration + 1,
-                  **episode_lib.rollout_metrics(trajectories, float(c.rl.format_penalty))}
+                  **episode_lib.rollout_metrics(trajectories, c.rl.format_penalty)}
         tokens = 0
         for role in self.trained_roles:
-            segments, report = episode_lib.training_segments(trajectories, role, float(c.rl.format_penalty),
-                                                             self.estimators[role],
-                                                             positive_only=bool(c.rl.positive_only))
-            batches = pack_segments(segments, rows=int(c.rl.rows), seq_len=int(c.rl.seq_len),
-                                    pad_id=self._pad_id())
+            segments, report = episode_lib.training_segments(trajectories, role, c.rl.format_penalty,
+                                                             self.estimators[role], positive_only=c.rl.positive_only)
+            batches = pack_segments(segments, rows=c.rl.rows, seq_len=c.rl.seq_len, pad_id=self._pad_id())
             means = self._update(role, batches)
-            tokens += sum(int(np.count_nonzero(b["segment_ids"])) for b in batches) * int(c.rl.update_epochs)
+            tokens += sum(int(np.count_nonzero(b["segment_ids"])) for b in batches) * c.rl.update_epochs
             prefix = "" if role == ASSISTANT_ROLE else f"{role}_"
             record.update({f"{prefix}{k}": v for k, v in {**report, **means}.items()})
         update_s = time.perf_counter() - start
         self.iteration += 1
-        self.step = int(c.train.steps) + self.iteration
+        self.step = self.warm_steps + self.iteration
         record.update(rollout_s=rollout_s, update_s=update_s, tokens_per_s=tokens / max(update_s, 1e-9),
-                      skipped=float(self.skipped))
+                      skipped=float(self.skipped_steps))
         return record
 
     def _update(self, role: str, batches: list[dict]) -> dict:
         """rl.update_epochs passes over `batches`; token-weighted means of the step's metrics."""
         sums: dict[str, float] = {}
         weight = 0.0
-        for _ in range(int(self.config.rl.update_epochs)):
+        for _ in range(self.cmat.rl.update_epochs):
             for host_batch in batches:
-                batch = self.state.put_batch(host_batch, keys=RL_BATCH_KEYS, rows=int(self.config.rl.rows),
+                batch = self.state.put_batch(host_batch, keys=RL_BATCH_KEYS, rows=self.cmat.rl.rows,
                                              rows_field="rl.rows")
-                metrics = self._read(self.state.update(role, self.rl_step, batch, self.updates), "rl")
+                metrics, _ = self.read_metrics(self.state.update(role, self.rl_step, batch, self.updates),
+                                               where=f"the {role}'s RL update {self.updates} (iteration "
+                                               f"{self.iteration + 1})", learning_rate_field="rl.learning_rate")
                 self.updates += 1
                 n = metrics.pop("loss_tokens")
                 weight += n
-                for k in ("loss", "kl", "entropy", "clip_frac"):
+                for k in METRIC_MEANS:
                     if k in metrics:
                         sums[k] = sums.get(k, 0.0) + metrics[k] * n
-        return {k: v / weight for k, v in sums.items()} if weight else {k: 0.0 for k in ("loss", "kl", "entropy",
-                                                                                          "clip_frac")}
-
-    def _read(self, device_metrics, phase: str) -> dict:
-        m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-        if not m.pop("finite"):
-            if self.config.train.nonfinite == "stop":
-                raise NonFiniteError(f"a {phase} update at step {self.step} had a non-finite loss or gradient; it "
-                                     "was not applied and the run stopped. Lower the learning rate or set "
-                                     "train.nonfinite='skip'")
-            self.skipped += 1
-            logging.warning("non-finite %s update skipped (%d so far)", phase, self.skipped)
-        return m
+        return {k: v / weight for k, v in sums.items()} if weight else {k: 0.0 for k in METRIC_MEANS}
 
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
@@ -359,14 +282,14 @@ class CmatRun:
 
     def _evaluate(self) -> dict:
         start = time.perf_counter()
-        trajectories = self.eval_engine.run(self.eval_tasks, weights=self._weights(), memory=ReflectionMemory(
-            int(self.config.reflection.omega)), user=self.eval_user)
+        trajectories = self.eval_engine.run(self.eval_tasks, weights=self._weights(),
+                                            memory=ReflectionMemory(self.cmat.reflection.omega), user=self.eval_user)
         finals = {}
         for t in trajectories:  # a task counts as solved if any of its trials is
             finals[t.task_id] = finals.get(t.task_id, False) or t.correct
         first_trials = [t for t in trajectories if t.trial == 0]
         record = {"phase": "eval", "iteration": self.iteration,
-                  **episode_lib.rollout_metrics(first_trials, float(self.config.rl.format_penalty))}
+                  **episode_lib.rollout_metrics(first_trials, self.cmat.rl.format_penalty)}
         record["success_rate"] = sum(finals.values()) / max(len(finals), 1)
         # DBBench's scores: over each task's last trial (any trial solved it), and over first trials alone
         # (DBBench's own single-attempt protocol).
@@ -376,19 +299,7 @@ class CmatRun:
         record["eval_s"] = time.perf_counter() - start
         return record
 
-    def close(self) -> None:
-        self.checkpointer.wait()
-        self.checkpointer.close()
-
 
 def without_timings(records: list[dict]) -> list[dict]:
     """Records minus wall-clock measurements: what an interrupted and an uninterrupted run share."""
     return [{k: v for k, v in r.items() if k not in TIMING_METRICS} for r in records]
-
-
-def run_cmat(config) -> Optional[list[dict]]:
-    run = CmatRun(config)
-    try:
-        return run.run()
-    finally:
-        run.close()

@@ -12,27 +12,24 @@ from __future__ import annotations
 import os
 
 from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS, SqlTask, load_tasks
+from cmat_jax.settings.cmat import TaskSettings
 
 
 def _generated(profile: str, count: int, seed: int) -> list[SqlTask]:
     from cmat_jax.taskgen.generate import generate_tasks
 
-    return generate_tasks(int(count), int(seed), profile)
+    return generate_tasks(count, seed, profile)
 
 
 def _identity(task: SqlTask) -> tuple:
     return (task.description, task.table_name, task.rows)
 
 
-def task_pools(tasks_config) -> tuple[list[SqlTask], list[SqlTask]]:
-    """(training tasks, evaluation tasks) from a run config's `tasks` section."""
-    t = tasks_config
+def task_pools(t: TaskSettings) -> tuple[list[SqlTask], list[SqlTask]]:
+    """(training tasks, evaluation tasks) of a run's task settings."""
     if t.train and os.path.abspath(t.train) == os.path.abspath(DBBENCH_DEV_TASKS):
         raise ValueError("tasks.train is the DBBench dev split, which is for evaluation only; train on generated "
                          "tasks (leave tasks.train empty) or another task file")
-    if not t.train and not t.eval and int(t.train_seed) == int(t.eval_seed):
-        raise ValueError(f"tasks.train_seed and tasks.eval_seed are both {t.train_seed}: the generated evaluation "
-                         "tasks would be the training tasks; give them different seeds")
     train = load_tasks(t.train) if t.train else _generated(t.generator_profile, t.train_count, t.train_seed)
     evaluation = load_tasks(t.eval) if t.eval else _generated(t.generator_profile, t.eval_count, t.eval_seed)
     seen = {_identity(task) for task in train}

@@ -1,7 +1,7 @@
-"""From a run config to objects: mesh, LoRA settings, model, tokenizer, SFT batches.
+"""From a run's typed settings (cmat_jax/settings/) to objects: mesh, LoRA config, model, SFT batches.
 
-Shared by the trainer and by tools that rebuild a run's model (export,
-evaluation), so the frozen base is always constructed the same way.
+Shared by the trainer, the CMAT loop and the tools that rebuild a run's model
+(export, evaluation), so the frozen base is always constructed the same way.
 """
 
 from __future__ import annotations
@@ -15,31 +15,21 @@ from cmat_jax.models.config import preset
 from cmat_jax.models.layers import INIT_STD, Embedding, Linear
 from cmat_jax.models.lora import LoRAConfig
 from cmat_jax.models.transformer import Transformer
+from cmat_jax.settings.model import DTYPE_NAMES, LoraSettings, MeshSettings, ModelSettings
+from cmat_jax.settings.training import DataSettings
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def dtype_from_name(name: str, field: str):
-    if name not in DTYPES:
-        raise ValueError(f"{field} is {name!r}; choose from {', '.join(DTYPES)}")
-    return DTYPES[name]
+DTYPES = {name: getattr(jnp, name) for name in DTYPE_NAMES}  # checked names -> jnp dtypes
 
 
-def make_mesh(mesh_config) -> jax.sharding.Mesh:
-    return sharding_lib.make_mesh(int(mesh_config.data), int(mesh_config.fsdp), int(mesh_config.tensor))
+def make_mesh(mesh: MeshSettings) -> jax.sharding.Mesh:
+    return sharding_lib.make_mesh(mesh.data, mesh.fsdp, mesh.tensor)
 
 
-def lora_config(lora) -> LoRAConfig:
-    """`lora.targets` is a list of projection names, a comma-separated string of them, or one regex."""
-    targets = lora.targets
-    if isinstance(targets, str) and "," in targets:
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
-    elif not isinstance(targets, str):
-        targets = list(targets)
-    return LoRAConfig(rank=int(lora.rank), alpha=float(lora.alpha), dropout=float(lora.dropout), targets=targets)
+def lora_config(lora: LoraSettings) -> LoRAConfig:
+    return LoRAConfig(rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout, targets=lora.target_names)
 
 
-def _random_model(config, lora: LoRAConfig, mesh) -> Transformer:
+def _random_model(m: ModelSettings, lora: LoRAConfig, seed: int, mesh) -> Transformer:
     """The preset's shape with a seeded random init, created directly on its shards.
 
     Embeddings and projection kernels are drawn with std `model.init_std`. With
@@ -48,17 +38,12 @@ def _random_model(config, lora: LoRAConfig, mesh) -> Transformer:
     hidden state's length), so no adapter can make a confident prediction; the
     tiny demo uses a wider init.
     """
-    m = config.model
     cfg = preset(m.preset)
-    dtype = dtype_from_name(m.dtype, "model.dtype")
-    param_dtype = dtype_from_name(m.param_dtype, "model.param_dtype")
-    if float(m.init_std) <= 0:
-        raise ValueError(f"model.init_std must be positive, found {m.init_std}")
-    factor = float(m.init_std) / INIT_STD
+    factor = m.init_std / INIT_STD
 
     def make():
-        model = Transformer(cfg, lora=lora, dtype=dtype, param_dtype=param_dtype, remat=m.remat,
-                            attention_impl=m.attention_impl, rngs=nnx.Rngs(int(config.seed)))
+        model = Transformer(cfg, lora=lora, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype], remat=m.remat,
+                            attention_impl=m.attention_impl, rngs=nnx.Rngs(seed))
         if factor != 1.0:
             for _, module in nnx.iter_graph(model):
                 weight = module.kernel if isinstance(module, Linear) else \
@@ -73,47 +58,30 @@ def _random_model(config, lora: LoRAConfig, mesh) -> Transformer:
     return nnx.merge(graphdef, state)
 
 
-def build_model(config, mesh) -> Transformer:
-    """The run's model with fresh adapters: from `model.hf_dir` when set, else the seeded preset."""
-    lora = lora_config(config.lora)
-    m = config.model
-    if m.hf_dir and m.random_init:
-        raise ValueError("model.hf_dir and model.random_init are both set; choose one")
+def build_model(m: ModelSettings, lora: LoraSettings, seed: int, mesh) -> Transformer:
+    """The model with fresh adapters: from `model.hf_dir` when set, else the seeded random preset."""
+    config = lora_config(lora)
     if m.hf_dir:
         from cmat_jax.checkpoints.hf import load_hf_model
 
-        return load_hf_model(m.hf_dir, lora=lora, dtype=dtype_from_name(m.dtype, "model.dtype"),
-                             param_dtype=dtype_from_name(m.param_dtype, "model.param_dtype"), mesh=mesh,
-                             remat=m.remat, attention_impl=m.attention_impl, seed=int(config.seed))
-    if not m.random_init:
-        raise ValueError(
-            "model.hf_dir is empty: set --config.model.hf_dir=/path/to/a/local/model, or "
-            f"--config.model.random_init=true to tune a randomly initialised {m.preset!r} model"
-        )
-    return _random_model(config, lora, mesh)
+        return load_hf_model(m.hf_dir, lora=config, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype],
+                             mesh=mesh, remat=m.remat, attention_impl=m.attention_impl, seed=seed)
+    return _random_model(m, config, seed, mesh)
 
 
 def tokenizer_path(config):
-    """`data.tokenizer`, else the model directory's tokenizer, else (None) the bundled one."""
+    """`data.tokenizer`, else the model directory's tokenizer, else (None) the bundled one: of a saved run's
+    config (read back from its config.json) or of RunSettings."""
     return config.data.tokenizer or config.model.hf_dir or None
 
 
-def build_batches(config, tokenizer, rows=None):
-    """The SFT batches of `config.data`; `rows`: the indices of each batch's rows this process builds."""
+def build_batches(d: DataSettings, tokenizer, agent: str, rows=None):
+    """The SFT batches of `d` with `agent` as the agent data (data.agent, or a CMAT run's demonstrations);
+    `rows`: the indices of each batch's rows this process builds (default all)."""
     from cmat_jax.data import make_sft_batches
 
-    d = config.data
-    if not d.agent:
-        raise ValueError("data.agent is empty; set it to a JSONL file or a TFDS directory built by tools/build_tfds.py")
-    buckets = tuple(int(b) for b in d.bucket_lengths) if d.get("bucket_lengths") else None
-    if buckets and d.mode != "bucketed":
-        raise ValueError(f"data.bucket_lengths is set but data.mode is {d.mode!r}; buckets apply only to "
-                         "--config.data.mode=bucketed")
-    if d.general and float(d.agent_fraction) >= 1.0:
-        raise ValueError("data.general is set but data.agent_fraction is 1.0, so it would never be drawn; "
-                         "lower data.agent_fraction or leave data.general empty")
     return make_sft_batches(
-        tokenizer, d.agent, d.general or None, agent_fraction=float(d.agent_fraction),
-        batch_size=int(d.batch_size), seq_len=int(d.seq_len), mode=d.mode, seed=int(d.seed),
-        overlong=d.overlong, bucket_lengths=buckets, split=d.split, rows=rows,
+        tokenizer, agent, d.general or None, agent_fraction=d.agent_fraction, batch_size=d.batch_size,
+        seq_len=d.seq_len, mode=d.mode, seed=d.seed, overlong=d.overlong, bucket_lengths=d.bucket_lengths,
+        split=d.split, rows=rows,
     )

@@ -1,7 +1,9 @@
-"""The run configuration: every field the SFT trainer reads, with defaults.
+"""The run configuration: every field a training run reads, with defaults.
 
-configs/*.py start from `default_config()` and override what they need; any
-field can then be set on the command line (`--config.train.steps=100`).
+configs/*.py start from `default_config()` (SFT) or `cmat_config()` (CMAT) and
+override what they need; any field can then be set on the command line
+(`--config.train.steps=100`). The entry point parses the config once into typed
+settings (cmat_jax/settings/), which check every field before anything is built.
 """
 
 from ml_collections import config_dict
@@ -14,59 +16,13 @@ def default_config() -> config_dict.ConfigDict:
     c.workdir = "workdir/sft_tiny"
     c.seed = 0  # random base init (when model.hf_dir is empty), adapter init, LoRA dropout
     c.resume = False  # continue from the latest checkpoint in workdir
-
-    c.model = config_dict.ConfigDict()
-    c.model.hf_dir = ""  # a local Hugging Face model directory to tune
-    # Without hf_dir: a random base of the preset's shape, only if random_init is
-    # true (the embedded demo, tests, speed measurements at real shapes).
-    c.model.random_init = False
-    c.model.preset = "tiny"
-    c.model.init_std = 0.02  # weight std of the random base
-    c.model.dtype = "float32"  # compute dtype
-    c.model.param_dtype = "float32"  # storage dtype of the frozen base
-    c.model.remat = "none"  # none | full | dots | dots_no_batch | save_linear
-    c.model.attention_impl = "auto"  # auto | xla | cudnn
-
-    c.lora = config_dict.ConfigDict()
-    c.lora.rank = 16
-    c.lora.alpha = 32.0
-    c.lora.dropout = 0.0
-    c.lora.targets = "q,k,v,o,gate,up,down"  # comma-separated names, or one regex such as "q|v"
+    c.model, c.lora = _model(), _lora()
 
     c.mesh = config_dict.ConfigDict()
     c.mesh.data = 1
     c.mesh.fsdp = -1  # -1: all remaining devices
     c.mesh.tensor = 1
-
-    c.data = config_dict.ConfigDict()
-    c.data.tokenizer = ""  # empty: model.hf_dir's tokenizer, or the bundled one
-    c.data.agent = ""  # JSONL file or TFDS directory (tools/build_tfds.py)
-    c.data.general = ""  # empty: agent data only
-    c.data.agent_fraction = 1.0  # share of examples drawn from the agent data
-    c.data.split = "train"  # TFDS split
-    c.data.batch_size = 8
-    c.data.seq_len = 512
-    c.data.mode = "packed"  # packed | bucketed
-    c.data.bucket_lengths = config_dict.placeholder(tuple)  # bucketed mode; None: powers of two
-    c.data.overlong = "truncate"  # truncate | drop
-    c.data.seed = 0
-
-    c.train = config_dict.ConfigDict()
-    c.train.steps = 150
-    c.train.learning_rate = 3e-3
-    c.train.warmup_steps = 10
-    c.train.decay = "cosine"  # cosine | linear | constant
-    c.train.end_lr_ratio = 0.1
-    c.train.weight_decay = 0.0
-    c.train.max_grad_norm = 1.0  # <= 0: no clipping
-    c.train.b1 = 0.9
-    c.train.b2 = 0.999
-    c.train.eps = 1e-8
-    c.train.microbatches = 1  # gradient accumulation: the batch runs in this many parts
-    c.train.loss_chunk_size = 0  # sequence positions per cross-entropy chunk; 0: all at once
-    c.train.adapter_dtype = "float32"  # adapters and their optimizer state
-    c.train.nonfinite = "stop"  # stop | skip: what a non-finite loss or gradient does
-    c.train.log_every = 1
+    c.data, c.train = _data(), _train()
 
     c.checkpoint = config_dict.ConfigDict()
     c.checkpoint.every = 50
@@ -84,6 +40,66 @@ def default_config() -> config_dict.ConfigDict:
     c.distributed.process_id = -1  # -1: $CMAT_PROCESS_ID or detected
     c.distributed.initialization_timeout_s = 300
     return c
+
+
+def _model() -> config_dict.ConfigDict:
+    m = config_dict.ConfigDict()
+    m.hf_dir = ""  # a local Hugging Face model directory to tune
+    # Without hf_dir: a random base of the preset's shape, only if random_init is
+    # true (the embedded demo, tests, speed measurements at real shapes).
+    m.random_init = False
+    m.preset = "tiny"
+    m.init_std = 0.02  # weight std of the random base
+    m.dtype = "float32"  # compute dtype
+    m.param_dtype = "float32"  # storage dtype of the frozen base
+    m.remat = "none"  # none | full | dots | dots_no_batch | save_linear
+    m.attention_impl = "auto"  # auto | xla | cudnn
+    return m
+
+
+def _lora() -> config_dict.ConfigDict:
+    lora = config_dict.ConfigDict()
+    lora.rank = 16
+    lora.alpha = 32.0
+    lora.dropout = 0.0
+    lora.targets = "q,k,v,o,gate,up,down"  # comma-separated names, or one regex such as "q|v"
+    return lora
+
+
+def _data() -> config_dict.ConfigDict:
+    d = config_dict.ConfigDict()
+    d.tokenizer = ""  # empty: model.hf_dir's tokenizer, or the bundled one
+    d.agent = ""  # JSONL file or TFDS directory (tools/build_tfds.py)
+    d.general = ""  # empty: agent data only
+    d.agent_fraction = 1.0  # share of examples drawn from the agent data
+    d.split = "train"  # TFDS split
+    d.batch_size = 8
+    d.seq_len = 512
+    d.mode = "packed"  # packed | bucketed
+    d.bucket_lengths = config_dict.placeholder(tuple)  # bucketed mode; None: powers of two
+    d.overlong = "truncate"  # truncate | drop
+    d.seed = 0
+    return d
+
+
+def _train() -> config_dict.ConfigDict:
+    t = config_dict.ConfigDict()
+    t.steps = 150
+    t.learning_rate = 3e-3
+    t.warmup_steps = 10
+    t.decay = "cosine"  # cosine | linear | constant
+    t.end_lr_ratio = 0.1
+    t.weight_decay = 0.0
+    t.max_grad_norm = 1.0  # <= 0: no clipping
+    t.b1 = 0.9
+    t.b2 = 0.999
+    t.eps = 1e-8
+    t.microbatches = 1  # gradient accumulation: the batch runs in this many parts
+    t.loss_chunk_size = 0  # sequence positions per cross-entropy chunk; 0: all at once
+    t.adapter_dtype = "float32"  # adapters and their optimizer state
+    t.nonfinite = "stop"  # stop | skip: what a non-finite loss or gradient does
+    t.log_every = 1
+    return t
 
 
 def tinyagent_config(preset: str) -> config_dict.ConfigDict:
@@ -140,23 +156,7 @@ def cmat_config() -> config_dict.ConfigDict:
     c.tasks.eval_count = 64
     c.tasks.train_seed = 0
     c.tasks.eval_seed = 1  # another seed: other tables and questions
-
-    c.rollout = config_dict.ConfigDict()
-    c.rollout.tasks_per_iteration = 8  # B
-    c.rollout.group_size = 4  # G samples per task
-    c.rollout.max_new_tokens = 64
-    c.rollout.temperature = 1.0
-    c.rollout.top_k = 0  # 0: off
-    c.rollout.top_p = 1.0  # 1.0: off
-    c.rollout.max_len = 1024  # sampler context: prompt + new tokens
-    c.rollout.max_rounds = 15  # statements per episode (DBBench v0.2)
-    c.rollout.instructions = "dbbench"  # dbbench (v0.2's text, verbatim) | short (the same protocol in 71 tokens)
-    c.rollout.curriculum = True
-    c.rollout.curriculum_boost = 3.0
-    # Decode with the layers unrolled (static weight slices) rather than scanned: about 1.7x the rollout speed
-    # of a 30-layer SmolLM2-135M on one H200 (docs/benchmarks.md), at the price of more device memory.
-    c.rollout.unroll_decode_layers = False
-    c.rollout.cache = "persistent"  # persistent: each episode's KV cache kept across turns | reprefill: all each turn
+    c.rollout = _rollout()
 
     c.reflection = config_dict.ConfigDict()
     c.reflection.trials = 1  # 1: no reflection
@@ -167,20 +167,44 @@ def cmat_config() -> config_dict.ConfigDict:
     c.checker.mode = "static"  # off | static | learned | static+learned
     c.checker.train = False  # learned modes: train the Checker's own adapter (else it is the frozen base)
     c.checker.max_new_tokens = 32
-
-    c.rl = config_dict.ConfigDict()
-    c.rl.iterations = 20
-    c.rl.objective = "ppo"  # ppo | reinforce
-    c.rl.advantage = "grpo"  # grpo | rloo | reinforce
-    c.rl.positive_only = False  # negative advantages become 0: only samples that beat their baseline are reinforced
-    c.rl.clip_eps = 0.2
-    c.rl.clip_eps_high = 0.0  # 0: same as clip_eps
-    c.rl.kl_coef = 0.0  # k3 KL to the frozen base (adapters off)
-    c.rl.measure_kl = True  # report that KL even when kl_coef is 0 (one more forward pass per update)
-    c.rl.format_penalty = -1.0  # reward of a format failure (correct 1, wrong 0)
-    c.rl.update_epochs = 1
-    c.rl.rows = 8  # rows per update batch (packed)
-    c.rl.seq_len = 1024
-    c.rl.learning_rate = 1e-3
-    c.rl.eval_every = 5  # iterations between greedy evaluations on tasks.eval (and at the start and end)
+    c.rl = _rl()
     return c
+
+
+def _rollout() -> config_dict.ConfigDict:
+    r = config_dict.ConfigDict()
+    r.tasks_per_iteration = 8  # B
+    r.group_size = 4  # G samples per task
+    r.max_new_tokens = 64
+    r.temperature = 1.0
+    r.top_k = 0  # 0: off
+    r.top_p = 1.0  # 1.0: off
+    r.max_len = 1024  # sampler context: prompt + new tokens
+    r.max_rounds = 15  # statements per episode (DBBench v0.2)
+    r.instructions = "dbbench"  # dbbench (v0.2's text, verbatim) | short (the same protocol in 71 tokens)
+    r.curriculum = True
+    r.curriculum_boost = 3.0
+    # Decode with the layers unrolled (static weight slices) rather than scanned: about 1.7x the rollout speed
+    # of a 30-layer SmolLM2-135M on one H200 (docs/benchmarks.md), at the price of more device memory.
+    r.unroll_decode_layers = False
+    r.cache = "persistent"  # persistent: each episode's KV cache kept across turns | reprefill: all each turn
+    return r
+
+
+def _rl() -> config_dict.ConfigDict:
+    r = config_dict.ConfigDict()
+    r.iterations = 20
+    r.objective = "ppo"  # ppo | reinforce
+    r.advantage = "grpo"  # grpo | rloo | reinforce
+    r.positive_only = False  # negative advantages become 0: only samples that beat their baseline are reinforced
+    r.clip_eps = 0.2
+    r.clip_eps_high = 0.0  # 0: same as clip_eps
+    r.kl_coef = 0.0  # k3 KL to the frozen base (adapters off)
+    r.measure_kl = True  # report that KL even when kl_coef is 0 (one more forward pass per update)
+    r.format_penalty = -1.0  # reward of a format failure (correct 1, wrong 0)
+    r.update_epochs = 1
+    r.rows = 8  # rows per update batch (packed)
+    r.seq_len = 1024
+    r.learning_rate = 1e-3
+    r.eval_every = 5  # iterations between greedy evaluations on tasks.eval (and at the start and end)
+    return r

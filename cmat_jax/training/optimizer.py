@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import optax
 
-DECAYS = ("cosine", "linear", "constant")
+from cmat_jax.settings.training import DECAYS
 
 
 def make_schedule(*, peak_lr: float, total_steps: int, warmup_steps: int = 0, decay: str = "cosine",

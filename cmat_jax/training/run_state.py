@@ -1,6 +1,6 @@
 """The state of a training run, shared by the SFT trainer and the CMAT loop.
 
-`RunState` builds, from a run config, everything an update needs: the mesh,
+`RunState` builds, from a run's settings, everything an update needs: the mesh,
 the model split into its graph definition, the frozen base and LoRA adapters,
 their shardings, the optimizer and learning-rate schedule, and the
 checkpointer. It holds one adapter per role (e.g. ('assistant',) for SFT,
@@ -13,8 +13,8 @@ program for every role (same shapes); `update(role, ...)` applies it to that
 role's adapters and optimizer state, which the step donates. After an update,
 take sampling weights anew (`sampling_weights(role)`): the old ones are freed.
 
-Also here, for every loop: checks of a resumed run's settings, the run record
-(config.json), and the non-finite policy.
+Also here, for every loop: checks of a resumed run's settings and the run record
+(config.json); training/driver.py runs them in the lifecycle both loops share.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from flax import nnx
 from cmat_jax import distributed
 from cmat_jax import sharding as sharding_lib
 from cmat_jax.models.lora import LoRA
+from cmat_jax.settings.run import RunSettings
 from cmat_jax.training import build
 from cmat_jax.training.config import cmat_config, default_config
 from cmat_jax.training.checkpoint import DEFAULT_ROLE, Checkpointer, check_role, checkpoint_directory
@@ -38,20 +39,9 @@ from cmat_jax.training.metrics import truncate_metrics_after
 from cmat_jax.training.optimizer import make_optimizer, make_schedule
 from cmat_jax.training.step import BATCH_KEYS, LossFn, make_train_step, sft_loss
 
-NONFINITE_MODES = ("stop", "skip")
 # Settings a resumed run may change without changing the data order or the math of a step
 # (train.steps only where the schedule allows it: see steps_change).
 RESUMABLE_CHANGES = ("train.steps", "train.log_every", "resume", "workdir", "mesh", "checkpoint", "distributed")
-
-
-class NonFiniteError(FloatingPointError):
-    """A step produced a non-finite loss or gradient and train.nonfinite is 'stop'."""
-
-
-def check_nonfinite_mode(mode: str) -> str:
-    if mode not in NONFINITE_MODES:
-        raise ValueError(f"train.nonfinite is {mode!r}; choose from {', '.join(NONFINITE_MODES)}")
-    return mode
 
 
 # -- resume checks and the run record ------------------------------------------
@@ -91,14 +81,6 @@ def config_differences(saved: dict, current: dict, resumable: Sequence[str] = RE
     added = lambda name: name not in a and name in d and b.get(name) == d[name]  # noqa: E731
     return [f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if not allowed(k) and not added(k) and a.get(k) != b.get(k)]
-
-
-def absolute_paths(config, keys: Sequence[str]) -> None:
-    """Records the path settings `keys` ('section.name') absolute: export and resume may run elsewhere."""
-    for key in keys:
-        section, name = key.split(".")
-        if config[section][name]:
-            config[section][name] = os.path.abspath(config[section][name])
 
 
 def make_checkpointer(config, workdir: str) -> Checkpointer:
@@ -187,7 +169,7 @@ class RunState:
     means this state is never saved.
     """
 
-    def __init__(self, config, *, mesh=None, roles: Sequence[str] = (DEFAULT_ROLE,),
+    def __init__(self, settings: RunSettings, *, mesh=None, roles: Sequence[str] = (DEFAULT_ROLE,),
                  frozen_roles: Sequence[str] = (), checkpointer: Optional[Checkpointer] = None):
         roles = tuple(check_role(r) for r in roles)
         if not roles or len(set(roles)) != len(roles):
@@ -195,18 +177,18 @@ class RunState:
         unknown = sorted(set(frozen_roles) - set(roles))
         if unknown:
             raise ValueError(f"frozen roles {unknown} are not among the roles {list(roles)}")
-        self.config = config
+        self.settings = settings
         self.roles = roles
         self.frozen_roles = tuple(r for r in roles if r in frozen_roles)
         self.checkpointer = checkpointer
-        t = config.train
-        self.mesh = mesh if mesh is not None else build.make_mesh(config.mesh)
+        t = settings.train
+        self.mesh = mesh if mesh is not None else build.make_mesh(settings.mesh)
 
-        model = build.build_model(config, self.mesh)
+        model = build.build_model(settings.model, settings.lora, settings.seed, self.mesh)
         self.model_config = model.cfg
         self.graphdef, lora, frozen = nnx.split(model, LoRA, ...)
         del model
-        adapter_dtype = build.dtype_from_name(t.adapter_dtype, "train.adapter_dtype")
+        adapter_dtype = build.DTYPES[t.adapter_dtype]
         self.lora_shardings = sharding_lib.state_shardings(lora, self.mesh)
         self.frozen_shardings = sharding_lib.state_shardings(frozen, self.mesh)
         self.frozen = jax.device_put(frozen, self.frozen_shardings)
@@ -215,11 +197,10 @@ class RunState:
         self.adapters = {role: initial if i == 0 else self._copy(initial) for i, role in enumerate(roles)}
 
         # A CMAT run without an SFT warm start (train.steps 0) has no train.* schedule; its RL step brings its own.
-        self.schedule = make_schedule(peak_lr=float(t.learning_rate), total_steps=int(t.steps),
-                                      warmup_steps=int(t.warmup_steps), decay=t.decay,
-                                      end_lr_ratio=float(t.end_lr_ratio)) if int(t.steps) > 0 else None
-        self.optimizer = make_optimizer(weight_decay=float(t.weight_decay), max_grad_norm=float(t.max_grad_norm),
-                                        b1=float(t.b1), b2=float(t.b2), eps=float(t.eps))
+        self.schedule = make_schedule(peak_lr=t.learning_rate, total_steps=t.steps, warmup_steps=t.warmup_steps,
+                                      decay=t.decay, end_lr_ratio=t.end_lr_ratio) if t.steps > 0 else None
+        self.optimizer = make_optimizer(weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, b1=t.b1, b2=t.b2,
+                                        eps=t.eps)
         abstract_opt = jax.eval_shape(self.optimizer.init, self.adapters[roles[0]])
         self.opt_shardings = sharding_lib.state_shardings(abstract_opt, self.mesh)
         self.opt_states = {role: self.fresh_opt_state(role) for role in self.trained_roles}
@@ -249,21 +230,21 @@ class RunState:
                   chunk_size: Optional[int] = None) -> Callable:
         """The jitted step `(frozen, lora, opt_state, batch, step) -> (lora, opt_state, metrics)` for `loss_fn`.
 
-        Defaults come from config.train: its schedule, microbatches and loss_chunk_size
-        (0: none); LoRA dropout (seeded by config.seed) when lora.dropout > 0.
+        Defaults come from the train settings: their schedule, microbatches and loss_chunk_size
+        (0: none); LoRA dropout (seeded by the run's seed) when lora.dropout > 0.
         """
-        t = self.config.train
+        t = self.settings.train
         schedule = schedule if schedule is not None else self.schedule
         if schedule is None:
             raise ValueError("train.steps is 0, so there is no train.* learning-rate schedule; pass a schedule")
         if chunk_size is None:
-            chunk_size = int(t.loss_chunk_size) or None
-        dropout = float(self.config.lora.dropout) > 0.0
+            chunk_size = t.chunk_size
+        dropout = self.settings.lora.dropout > 0.0
         return make_train_step(
             self.graphdef, self.optimizer, schedule, mesh=self.mesh,
             lora_shardings=self.lora_shardings, opt_shardings=self.opt_shardings,
-            microbatches=int(t.microbatches) if microbatches is None else int(microbatches), chunk_size=chunk_size,
-            dropout_seed=int(self.config.seed) if dropout else None, loss_fn=loss_fn,
+            microbatches=t.microbatches if microbatches is None else int(microbatches), chunk_size=chunk_size,
+            dropout_seed=self.settings.seed if dropout else None, loss_fn=loss_fn,
         )
 
     def update(self, role: str, step_fn: Callable, batch: dict, step: int) -> dict:

@@ -1,4 +1,7 @@
-"""The SFT trainer: config -> run state (training/run_state.py), data, checkpoints -> the loop.
+"""The SFT trainer: run settings -> run state (training/run_state.py), data, checkpoints -> the loop.
+
+Start, resume, the non-finite guard, metric records, checkpoints and close are
+the lifecycle it shares with the CMAT loop (training/driver.py).
 
 State layout. The run state splits the model into its graph definition, the
 LoRA adapters of role 'assistant' (the only thing optimised, kept in
@@ -20,27 +23,20 @@ it is saved.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
 from cmat_jax import distributed
+from cmat_jax.settings.run import RunSettings
 from cmat_jax.training import build
 from cmat_jax.training.checkpoint import DEFAULT_ROLE
-from cmat_jax.training.metrics import MetricsWriter
-from cmat_jax.training.run_state import (NONFINITE_MODES, RESUMABLE_CHANGES, NonFiniteError,  # noqa: F401
-                                         RunState, absolute_paths, check_batch_layout, check_nonfinite_mode,
-                                         config_differences, make_checkpointer, record_run, resume_step,
-                                         steps_change)
+from cmat_jax.training.driver import Driver
+from cmat_jax.training.run_state import check_batch_layout
 from cmat_jax.training.step import BATCH_KEYS
-
-PATH_SETTINGS = ("model.hf_dir", "data.tokenizer", "data.agent", "data.general")
-
 
 _count_tokens = jax.jit(jnp.count_nonzero)  # a global batch's tokens, when each process holds some rows
 
@@ -49,26 +45,17 @@ def _state_attribute(name: str, doc: str) -> property:
     return property(lambda self: getattr(self.state, name), doc=doc)
 
 
-class Trainer:
-    """Builds everything a run needs from its config; `train()` runs the loop."""
+class Trainer(Driver):
+    """Builds everything an SFT run needs from its settings; `train()` runs the loop."""
 
-    def __init__(self, config, *, mesh=None, batches=None):
-        """`mesh` overrides config.mesh (e.g. a sub-mesh of some devices); `batches`
-        overrides the data config with any iterator that has state() and restore() (and yields whole
-        batches; the trainer's own yield this process's rows)."""
-        absolute_paths(config, PATH_SETTINGS)
-        self.config = config
-        self.workdir = os.path.abspath(config.workdir)
-        t = config.train
-        check_nonfinite_mode(t.nonfinite)
-        self.is_main = jax.process_index() == 0
-        self.checkpointer = make_checkpointer(config, self.workdir)
-        resume_at = resume_step(config, self.checkpointer, self.workdir)  # before anything expensive is built
-
-        mesh = mesh if mesh is not None else build.make_mesh(config.mesh)
-        rows = int(config.data.batch_size)
+    def __init__(self, settings: RunSettings, *, mesh=None, batches=None):
+        """`mesh` overrides the mesh settings (e.g. a sub-mesh of some devices); `batches` overrides the data
+        settings with any iterator that has state() and restore() (and yields whole batches; the trainer's
+        own yield this process's rows)."""
+        super().__init__(settings, mesh=mesh)  # the resume checks, before anything expensive is built
+        rows = settings.data.batch_size
         distributed.check_process_share(rows, "data.batch_size")
-        check_batch_layout(rows, int(t.microbatches), mesh)
+        check_batch_layout(rows, settings.train.microbatches, self.mesh)
         # Data before the model: a malformed file fails in seconds, not after a 7B load.
         tokenizer = None
         self.local_rows = batches is None  # the trainer's own batches hold this process's rows only
@@ -76,27 +63,15 @@ class Trainer:
             from cmat_jax.data import load_tokenizer
             from cmat_jax.sharding import batch_sharding
 
-            tokenizer = load_tokenizer(build.tokenizer_path(config))
-            batches = build.build_batches(config, tokenizer,
-                                          rows=distributed.process_rows(batch_sharding(mesh, 2), rows))
+            tokenizer = load_tokenizer(build.tokenizer_path(settings))
+            batches = build.build_batches(settings.data, tokenizer, settings.data.agent,
+                                          rows=distributed.process_rows(batch_sharding(self.mesh, 2), rows))
         self.batches = batches
-
-        self.state = RunState(config, mesh=mesh, checkpointer=self.checkpointer)
-        if tokenizer is not None and len(tokenizer) > self.model_config.vocab_size:
-            raise ValueError(
-                f"the tokenizer has {len(tokenizer)} ids but the model's vocabulary has "
-                f"{self.model_config.vocab_size}; use the tokenizer that belongs to the model"
-            )
+        self.build_state(tokenizer)
         self.step_fn = self.state.make_step()
-        self.step = 0  # updates done so far
-        self.skipped_steps = 0
-        if resume_at is not None:
-            self.restore(resume_at)
-            logging.info("resumed %s at step %d", self.workdir, resume_at)
-        record_run(self.config, self.workdir, self.step)
+        self.resume()
 
     # The run state's parts, under the names the loop and tools use.
-    mesh = _state_attribute("mesh", "the device mesh")
     graphdef = _state_attribute("graphdef", "the model's graph definition")
     frozen = _state_attribute("frozen", "the frozen base parameters")
     model_config = _state_attribute("model_config", "the model's ModelConfig")
@@ -124,45 +99,37 @@ class Trainer:
     def opt_state(self, value):
         self.state.opt_states[DEFAULT_ROLE] = value
 
-    def restore(self, step: int) -> None:
-        """Loads adapters, optimizer state and data position of checkpoint `step` onto this run's mesh."""
-        host = self.state.restore(step)
+    def restore_host(self, host: dict) -> None:
+        """The data position of the checkpoint being resumed."""
         if "data" not in host:
-            raise ValueError(f"checkpoint {step} in {self.checkpointer.directory} holds no data position (host "
-                             f"items: {sorted(host)}); it was not written by an SFT run")
+            raise ValueError(f"checkpoint {self.resume_at} in {self.checkpointer.directory} holds no data position "
+                             f"(host items: {sorted(host)}); it was not written by an SFT run")
         self.batches.restore(host["data"])
-        self.step = step
 
     # -- the loop --------------------------------------------------------
 
     def put_batch(self, batch: dict) -> dict:
         """Checks a host batch (this process's rows, or the whole batch for batches given to the
         constructor) and places it on the mesh."""
-        return self.state.put_batch(batch, keys=BATCH_KEYS, rows=int(self.config.data.batch_size),
+        return self.state.put_batch(batch, keys=BATCH_KEYS, rows=self.settings.data.batch_size,
                                     local=self.local_rows)
 
     def train(self) -> list[dict]:
         """Runs from the current step to train.steps; returns the metrics of the steps it ran."""
-        from tqdm import tqdm
-
-        total = int(self.config.train.steps)
-        log_every = max(int(self.config.train.log_every), 1)
-        writer = MetricsWriter(self.workdir, enabled=self.is_main)
-        bar = tqdm(total=total, initial=self.step, desc="train", unit="step", disable=not self.is_main,
-                   dynamic_ncols=True)
+        total, log_every = self.settings.train.steps, self.settings.train.log_every
         history: list[dict] = []
         pending: Optional[tuple[int, Any, int]] = None
         self._last_report = time.perf_counter()
+        with self.records(total, "train") as (writer, bar):
 
-        def report(step, device_metrics, tokens):
-            record = self._read_metrics(step, device_metrics, tokens)
-            history.append(record)
-            bar.update(step - bar.n)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-            if step % log_every == 0 or step == total:
-                writer.write(step, record)
+            def report(step, device_metrics, tokens):
+                record = self._record(step, device_metrics, tokens)
+                history.append(record)
+                bar.update(step - bar.n)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                if step % log_every == 0 or step == total:
+                    writer.write(step, record)
 
-        try:
             while self.step < total:
                 host_batch = next(self.batches)
                 data_state = self.batches.state()
@@ -178,36 +145,15 @@ class Trainer:
                 if self.step == total or self.checkpointer.should_save(self.step):
                     report(*pending)
                     pending = None
-                    self.state.save(self.step, {"data": data_state}, force=self.step == total)
+                    self.save({"data": data_state}, force=self.step == total)
             if pending is not None:
                 report(*pending)
-        finally:
-            self.checkpointer.wait()
-            bar.close()
-            writer.close()
         return history
 
-    def _read_metrics(self, step: int, device_metrics, tokens: int) -> dict:
-        m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    def _record(self, step: int, device_metrics, tokens: int) -> dict:
+        m, finite = self.read_metrics(device_metrics, where=f"step {step} (update index {step - 1})")
         now = time.perf_counter()
         elapsed, self._last_report = now - self._last_report, now
-        finite = bool(m.pop("finite"))
-        if not finite:
-            where = f"step {step} (update index {step - 1})"
-            if self.config.train.nonfinite == "stop":
-                latest = self.checkpointer.latest_step()
-                raise NonFiniteError(
-                    f"{where}: loss {m['loss']} / gradient norm {m['grad_norm']} is not finite; the update was "
-                    f"not applied and training stopped. The last checkpoint ({latest}) holds finite weights. Lower "
-                    "train.learning_rate, check the data around this step, or set train.nonfinite='skip'"
-                )
-            self.skipped_steps += 1
-            logging.warning("%s: non-finite loss or gradient; update skipped (%d skipped so far)",
-                            where, self.skipped_steps)
         return {"loss": m["loss"], "learning_rate": m["learning_rate"], "grad_norm": m["grad_norm"],
                 "tokens_per_s": int(tokens) / max(elapsed, 1e-9), "loss_tokens": m["loss_tokens"],
                 "skipped": float(not finite)}
-
-    def close(self) -> None:
-        self.checkpointer.wait()
-        self.checkpointer.close()

@@ -18,6 +18,8 @@ from ml_collections import config_dict
 from cmat_jax import sharding as sharding_lib
 from cmat_jax.models.lora import LoRA
 from cmat_jax.models.transformer import Transformer
+from cmat_jax.settings.model import LoraSettings, ModelSettings
+from cmat_jax.settings.training import TrainSettings
 from cmat_jax.training import build
 from cmat_jax.training.checkpoint import DEFAULT_ROLE, Checkpointer, checkpoint_directory
 
@@ -69,9 +71,9 @@ def load_trained_model(workdir: str, *, step: Optional[int] = None, mesh=None, e
         step = max(steps) if step is None else step
         if step not in steps:
             raise FileNotFoundError(f"{directory} has no checkpoint for step {step}; saved steps: {sorted(steps)}")
-        model = build.build_model(config, mesh)
+        model = build.build_model(ModelSettings.parse(config), LoraSettings.parse(config), config.seed, mesh)
         graphdef, lora, frozen = nnx.split(model, LoRA, ...)
-        adapter_dtype = build.dtype_from_name(config.train.adapter_dtype, "train.adapter_dtype")
+        adapter_dtype = build.DTYPES[TrainSettings.parse(config).adapter_dtype]
         lora = jax.tree.map(lambda x: x.astype(adapter_dtype), lora)
         roles = checkpointer.saved_roles(step)[0]
         if role not in roles:

@@ -11,6 +11,7 @@ from cmat_jax import evaluate
 from cmat_jax.agents.memory import MEMORY_HEADER, render_memory
 from cmat_jax.agents.trajectory import REFLECTION_ROLE, STATUSES, Trajectory
 from cmat_jax.data.tokenizer import bundled_tokenizer_dir, decode_ids, end_of_turn_ids, load_tokenizer
+from cmat_jax.settings.run import parse_run
 from cmat_jax.training.trainer import Trainer
 from tests.repo_configs import config_module
 from tests.training.common import tiny_config
@@ -95,7 +96,8 @@ def test_tiny_preset_with_ablations_writes_every_variant(tmp_path):
 
 def test_an_sft_runs_workdir_is_evaluated_with_its_adapters(tmp_path):
     run_dir = str(tmp_path / "run")
-    trainer = Trainer(tiny_config(run_dir, str(tmp_path / "data"), **{"train.steps": 1, "checkpoint.every": 1}))
+    trainer = Trainer(parse_run(tiny_config(run_dir, str(tmp_path / "data"),
+                                            **{"train.steps": 1, "checkpoint.every": 1})))
     try:
         trainer.train()
     finally:

@@ -18,6 +18,7 @@ import shutil
 import sys
 
 from cmat_jax import distributed
+from cmat_jax.settings.run import parse_run
 from cmat_jax.training.config import default_config
 
 SFT_STEPS = 6
@@ -62,7 +63,7 @@ def train(config, kill_at=None) -> list[float]:
     from cmat_jax.training.trainer import Trainer
     from tests.training.common import KilledAt
 
-    trainer = Trainer(config)
+    trainer = Trainer(parse_run(config))
     if kill_at is not None:
         trainer.batches = KilledAt(trainer.batches, kill_at)
     try:
@@ -76,7 +77,7 @@ def train(config, kill_at=None) -> list[float]:
 def resume(tmp: str, name: str) -> dict:
     from cmat_jax.training.trainer import Trainer
 
-    trainer = Trainer(sft_config(tmp, name, resume=True))
+    trainer = Trainer(parse_run(sft_config(tmp, name, resume=True)))
     try:
         return {"restored_at": trainer.step, "losses": [h["loss"] for h in trainer.train()]}
     finally:
@@ -90,7 +91,7 @@ def cmat(tmp: str, name: str, resume: bool = False) -> dict:
 
     config = cmat_config(tmp, name)
     config.resume = resume
-    run = CmatRun(config)
+    run = CmatRun(parse_run(config))
     try:
         records = without_timings(run.run())
     finally:

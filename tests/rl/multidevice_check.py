@@ -21,6 +21,7 @@ from cmat_jax import sharding as sharding_lib
 from cmat_jax.rl.objectives import ObjectiveConfig, objective_loss, token_logprobs
 from cmat_jax.rl.rows import RL_BATCH_KEYS, Segment, pack_segments
 from cmat_jax.sampling.policy import SamplingPolicy
+from cmat_jax.settings.run import parse_run
 from cmat_jax.training.run_state import RunState
 from cmat_jax.training.step import loss_grads_and_metrics
 from tests.training.common import relative_difference, tiny_config
@@ -109,14 +110,15 @@ def main():
     one_device = sharding_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
     out = {"meshes": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        state = RunState(config_for(tmp, (1, 1, 1)), mesh=one_device)
+        state = RunState(parse_run(config_for(tmp, (1, 1, 1))), mesh=one_device)
         batches = make_batches(state)
         reference = run(state, batches)
         out["clip_frac"] = [r[1]["clip_frac"] for r in reference]
         out["kl"] = [r[1]["kl"] for r in reference]
         weights = [r[4] for r in reference]
         for mesh in MESHES:
-            out["meshes"][str(mesh)] = compare(run(RunState(config_for(tmp, mesh)), batches, weights), reference)
+            state = RunState(parse_run(config_for(tmp, mesh)))
+            out["meshes"][str(mesh)] = compare(run(state, batches, weights), reference)
     json.dump(out, sys.stdout)
 
 

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from cmat_jax.rl.loop import CmatRun, without_timings
+from cmat_jax.settings.run import parse_run
 from cmat_jax.training.config import cmat_config
 
 
@@ -41,7 +42,7 @@ def small_config(workdir, **overrides):
 
 
 def run(config):
-    cmat = CmatRun(config)
+    cmat = CmatRun(parse_run(config))
     try:
         return cmat.run()
     finally:
@@ -88,7 +89,7 @@ def test_the_loop_writes_every_phase_and_resumes_to_identical_metrics(tmp_path):
 ])
 def test_bad_settings_name_the_field(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
-        CmatRun(small_config(tmp_path / "w", **overrides))
+        CmatRun(parse_run(small_config(tmp_path / "w", **overrides)))
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def test_evaluate_plays_a_cmat_workdir_with_each_roles_adapter(tmp_path, two_rol
     config.reflection.trials, config.sampling.max_new_tokens, config.sampling.max_len = 1, 8, 1024
     config.sampling.checker_max_new_tokens = 4
 
-    players = evaluate.make_players(config, eval_config.resolve(config))
+    players = evaluate.make_players(eval_config.resolve(config))
     played = {role: jax.tree.leaves(players.weights[role]) for role in ("assistant", "checker")}
     assert not all(np.array_equal(a, b) for a, b in zip(played["assistant"], played["checker"]))
     for role in ("assistant", "checker"):  # each role plays with its own trained adapter
@@ -165,7 +166,8 @@ def test_the_cmat_run_reads_rollout_unroll_decode_layers(tmp_path, monkeypatch):
 
     for unroll in (False, True):
         config = small_config(tmp_path / str(unroll), **{"rollout.unroll_decode_layers": unroll})
-        assert sampler_config_of(monkeypatch, loop, lambda: loop.CmatRun(config)).unroll_decode_layers is unroll
+        built = sampler_config_of(monkeypatch, loop, lambda: loop.CmatRun(parse_run(config)))
+        assert built.unroll_decode_layers is unroll
 
 
 @pytest.mark.parametrize("positive_only", [False, True])

@@ -17,6 +17,7 @@ from cmat_jax.rl.advantages import make_advantage
 from cmat_jax.rl.objectives import ObjectiveConfig, objective_loss
 from cmat_jax.rl.rows import RL_BATCH_KEYS, Segment, pack_segments
 from cmat_jax.sampling import Sampler, SamplerConfig, SamplingPolicy
+from cmat_jax.settings.run import parse_run
 from cmat_jax.training.run_state import RunState
 from tests.training.common import tiny_config
 
@@ -34,7 +35,7 @@ def test_grpo_raises_the_reward_of_a_known_action(tmp_path):
     config = tiny_config(str(tmp_path / "run"), str(tmp_path / "data"), **{
         "model.init_std": 0.15, "lora.rank": 4, "train.learning_rate": 1e-2, "train.warmup_steps": 0,
         "train.decay": "constant", "train.steps": ITERATIONS})
-    state = RunState(config)
+    state = RunState(parse_run(config))
     step_fn = state.make_step(objective_loss(ObjectiveConfig("ppo")))
     grpo = make_advantage("grpo", group_size=GROUP)
     sampler = Sampler(state.model(), SamplerConfig(max_len=16))

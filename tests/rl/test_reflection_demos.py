@@ -16,6 +16,7 @@ from cmat_jax.demos import reflections as reflection_demos
 from cmat_jax.demos import warmup
 from cmat_jax.envs.sql.env import SqlEnvConfig
 from cmat_jax.taskgen.generate import generate_tasks
+from cmat_jax.settings.run import parse_run
 
 TASKS = generate_tasks(24, 4, "dbbench")
 USER = User(TASKS, seed=0, curriculum=False, instructions=SHORT_INSTRUCTIONS)
@@ -188,10 +189,9 @@ def test_bad_fractions_and_a_missing_tokenizer_are_refused():
             demos(fraction)
     with pytest.raises(ValueError, match="reflection demonstrations need the tokenizer"):
         warmup.demonstrations(TASKS[:2], USER, SqlEnvConfig(), reflection_fraction=1.0)
-    from cmat_jax.rl.loop import check_config
     from cmat_jax.training.config import cmat_config
     config = cmat_config()
     assert config.train.reflection_fraction == 0.0
     config.train.reflection_fraction = -1.0
     with pytest.raises(ValueError, match=r"train\.reflection_fraction must be in \[0, 1\]"):
-        check_config(config)
+        parse_run(config)

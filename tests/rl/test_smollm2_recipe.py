@@ -15,6 +15,7 @@ import os
 from cmat_jax.checkpoints.gguf import import_gguf
 from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS
 from cmat_jax.rl.loop import CmatRun
+from cmat_jax.settings.run import parse_run
 from tests.checkpoints import tiny_gguf
 from tests.repo_configs import config_module
 
@@ -43,7 +44,7 @@ def test_recipe_trains_a_gguf_imported_model_and_evaluates_on_dbbench_dev(tmp_pa
     c.rl.rows = 2
     c.rl.seq_len = 1024
     c.checkpoint.async_save = False
-    run = CmatRun(c)
+    run = CmatRun(parse_run(c))
     try:
         run.run()
     finally:

@@ -8,6 +8,7 @@ from cmat_jax.agents.user import User
 from cmat_jax.demos import warmup
 from cmat_jax.envs.sql.env import SqlEnvConfig
 from cmat_jax.taskgen.generate import generate_tasks
+from cmat_jax.settings.run import parse_run
 
 
 def test_chunked_demonstrations_equal_one_batch(monkeypatch):
@@ -64,12 +65,11 @@ def test_a_fraction_outside_zero_to_one_is_refused():
     for fraction in (-0.1, 1.5):
         with pytest.raises(ValueError, match=r"recovery_fraction must be in \[0, 1\]"):
             dbbench_demonstrations(fraction, count=2)
-    from cmat_jax.rl.loop import check_config
     from cmat_jax.training.config import cmat_config
     config = cmat_config()
     config.train.recovery_fraction = 2.0
     with pytest.raises(ValueError, match=r"train\.recovery_fraction must be in \[0, 1\]"):
-        check_config(config)
+        parse_run(config)
 
 
 def demonstrations_of_a_cmat_run(tmp_path, monkeypatch, **overrides):
@@ -89,7 +89,7 @@ def demonstrations_of_a_cmat_run(tmp_path, monkeypatch, **overrides):
 
     monkeypatch.setattr(loop, "demonstrations", recorded)
     with pytest.raises(Stop):
-        loop.CmatRun(small_config(tmp_path, **overrides))
+        loop.CmatRun(parse_run(small_config(tmp_path, **overrides)))
     (made_once,) = made
     return made_once
 

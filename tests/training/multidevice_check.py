@@ -16,6 +16,7 @@ import tempfile
 import jax
 
 from cmat_jax import sharding as sharding_lib
+from cmat_jax.settings.run import parse_run
 from cmat_jax.training.step import loss_and_grads
 from cmat_jax.training.trainer import Trainer
 from tests.training.common import KilledAt, relative_difference, tiny_config
@@ -34,7 +35,7 @@ def config_for(workdir, data, mesh, **overrides):
 
 def losses_and_grads(trainer, steps=STEPS):
     """(loss per step, adapter gradients per step), gradients taken before each update."""
-    t = trainer.config.train
+    t = trainer.settings.train
 
     def grads_fn(frozen, lora, batch):
         with sharding_lib.activation_sharding(trainer.mesh):
@@ -69,22 +70,22 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         data = f"{tmp}/data"
         # One device, all the run's steps: the reference for every mesh and for the restore below.
-        reference = losses_and_grads(Trainer(config_for(f"{tmp}/ref", data, (1, 1, 1)), mesh=one_device),
+        reference = losses_and_grads(Trainer(parse_run(config_for(f"{tmp}/ref", data, (1, 1, 1))), mesh=one_device),
                                      steps=RUN_STEPS)
         expected = reference[0]
         for mesh in MESHES:
-            trainer = Trainer(config_for(f"{tmp}/{mesh}", data, mesh))
+            trainer = Trainer(parse_run(config_for(f"{tmp}/{mesh}", data, mesh)))
             out["meshes"][str(mesh)] = compare(losses_and_grads(trainer), reference)
 
         # Restore onto another mesh: killed on (8,1,1) after checkpoint 4, resumed on (1,4,2).
-        killed = Trainer(config_for(f"{tmp}/moved", data, (8, 1, 1)))
+        killed = Trainer(parse_run(config_for(f"{tmp}/moved", data, (8, 1, 1))))
         killed.batches = KilledAt(killed.batches, 5)
         try:
             killed.train()
         except KeyboardInterrupt:
             pass
         killed.close()
-        resumed = Trainer(config_for(f"{tmp}/moved", data, (1, 4, 2), resume=True))
+        resumed = Trainer(parse_run(config_for(f"{tmp}/moved", data, (1, 4, 2), resume=True)))
         leaf = jax.tree.leaves(resumed.lora)[0]
         target = jax.tree.leaves(resumed.lora_shardings)[0]
         restored_at = resumed.step

@@ -12,6 +12,7 @@ import torch
 import transformers
 
 from cmat_jax.data.tokenizer import bundled_tokenizer_dir, load_tokenizer
+from cmat_jax.settings.run import parse_run
 from cmat_jax.training.trainer import Trainer
 from cmat_jax.training.workdir import load_trained_model
 from tests.tiny_hf import make_hf_model, save_hf
@@ -40,7 +41,7 @@ def test_peft_and_merged_exports_match_cmat_jax(tmp_path, base):
         overrides["model.hf_dir"] = save_hf(make_hf_model("qwen2_tied_gqa"), str(tmp_path / "hf"))
         overrides["data.tokenizer"] = str(bundled_tokenizer_dir())
     config = tiny_config(str(tmp_path / "run"), str(tmp_path / "data"), **overrides)
-    trainer = Trainer(config)
+    trainer = Trainer(parse_run(config))
     trainer.train()
     trainer.close()
 
@@ -84,7 +85,7 @@ def test_parity_of_a_bf16_run_is_checked_in_float32(tmp_path):
 
     config = tiny_config(str(tmp_path / "run"), str(tmp_path / "data"), **{
         "data.batch_size": 2, "train.steps": 1, "model.dtype": "bfloat16", "model.param_dtype": "bfloat16"})
-    trainer = Trainer(config)
+    trainer = Trainer(parse_run(config))
     trainer.train()
     trainer.close()
     merged_dir = str(tmp_path / "merged")

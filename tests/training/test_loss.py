@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from cmat_jax.data import load_tokenizer
+from cmat_jax.settings.run import parse_run
 from cmat_jax.training.loss import nll_sum_and_count, token_mean_loss
 from cmat_jax.training.trainer import Trainer
 from tests.training.common import CONVERSATIONS, tiny_config
@@ -69,7 +70,7 @@ def _assistant_flags(tokenizer, conversation):
 def test_training_loss_is_mean_nll_of_assistant_tokens(tmp_path):
     config = tiny_config(str(tmp_path / "run"), str(tmp_path / "data"), **{
         "data.batch_size": 2, "data.seq_len": 96, "train.steps": 1, "train.loss_chunk_size": 16})
-    trainer = Trainer(config)
+    trainer = Trainer(parse_run(config))
     tokenizer = load_tokenizer(None)
     known = {tuple(ids): flags for ids, flags in (_assistant_flags(tokenizer, c) for c in CONVERSATIONS)}
 

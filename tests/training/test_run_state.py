@@ -13,6 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
+from cmat_jax.settings.run import parse_run
 from cmat_jax.training.checkpoint import Checkpointer
 from cmat_jax.training.run_state import RunState, make_checkpointer
 from tests.training.common import tiny_config
@@ -42,7 +43,7 @@ def _logits(state, role, tokens):
 
 def test_roles_update_apart_on_one_base_and_checkpoint_with_host_items(tmp_path):
     config = tiny_config(str(tmp_path / "run"), str(tmp_path / "data"), **{"lora.rank": 4})
-    state = RunState(config, roles=ROLES, frozen_roles=("reflection",),
+    state = RunState(parse_run(config), roles=ROLES, frozen_roles=("reflection",),
                      checkpointer=make_checkpointer(config, config.workdir))
     assert set(state.opt_states) == {"assistant", "checker"} and state.trained_roles == ("assistant", "checker")
     with pytest.raises(ValueError, match="role 'reflection' is frozen"):
@@ -72,7 +73,7 @@ def test_roles_update_apart_on_one_base_and_checkpoint_with_host_items(tmp_path)
     assert state.checkpointer.saved_roles(7) == (list(ROLES), ["assistant", "checker"])
 
     config.resume = True
-    fresh = RunState(config, roles=ROLES, frozen_roles=("reflection",),
+    fresh = RunState(parse_run(config), roles=ROLES, frozen_roles=("reflection",),
                      checkpointer=make_checkpointer(config, config.workdir))
     assert _equal(fresh.adapters["checker"], before["checker"])  # fresh adapters before the restore
     assert fresh.restore(7) == host
@@ -86,7 +87,8 @@ def test_roles_update_apart_on_one_base_and_checkpoint_with_host_items(tmp_path)
     assert _equal(only, state.adapters["checker"])
 
     # A run with a role the checkpoint lacks is refused with the roles named.
-    more = RunState(config, roles=ROLES + ("judge",), checkpointer=make_checkpointer(config, config.workdir))
+    more = RunState(parse_run(config), roles=ROLES + ("judge",),
+                    checkpointer=make_checkpointer(config, config.workdir))
     with pytest.raises(ValueError, match=r"holds adapters of roles \['assistant', 'checker', 'reflection'\]; "
                                          r"this run also needs \['judge'\]"):
         more.restore(7)
@@ -97,7 +99,7 @@ def test_roles_update_apart_on_one_base_and_checkpoint_with_host_items(tmp_path)
 def test_single_adapter_checkpoints_still_restore(tmp_path):
     """The layout SFT runs wrote before roles existed: items lora/, opt_state/, data/."""
     config = tiny_config(str(tmp_path / "run"), str(tmp_path / "data"), **{"lora.rank": 4})
-    state = RunState(config)
+    state = RunState(parse_run(config))
     state.update("assistant", state.make_step(), state.put_batch(_batch()), 0)
     lora, opt_state = state.adapters["assistant"], state.opt_states["assistant"]
     data = {"epoch": 0, "index": 5, "fingerprint": "x"}
@@ -109,7 +111,7 @@ def test_single_adapter_checkpoints_still_restore(tmp_path):
     manager.wait_until_finished()
     manager.close()
 
-    restored = RunState(config, checkpointer=Checkpointer(directory, every=1, keep=5))
+    restored = RunState(parse_run(config), checkpointer=Checkpointer(directory, every=1, keep=5))
     assert restored.checkpointer.saved_roles(4) == (["assistant"], ["assistant"])
     assert restored.restore(4) == {"data": data}
     assert _equal(restored.adapters["assistant"], lora) and _equal(restored.opt_states["assistant"], opt_state)
@@ -121,11 +123,11 @@ def test_single_adapter_checkpoints_still_restore(tmp_path):
 def test_role_settings_are_checked(tmp_path):
     config = tiny_config(str(tmp_path / "run"), str(tmp_path / "data"))
     with pytest.raises(ValueError, match="distinct"):
-        RunState(config, roles=("assistant", "assistant"))
+        RunState(parse_run(config), roles=("assistant", "assistant"))
     with pytest.raises(ValueError, match=r"frozen roles \['checker'\] are not among the roles"):
-        RunState(config, roles=("assistant",), frozen_roles=("checker",))
+        RunState(parse_run(config), roles=("assistant",), frozen_roles=("checker",))
     with pytest.raises(ValueError, match="lower-case letters"):
-        RunState(config, roles=("Assistant/1",))
+        RunState(parse_run(config), roles=("Assistant/1",))
 
 
 def test_a_setting_added_after_a_run_started_resumes_at_its_default():

@@ -11,6 +11,7 @@ from flax import nnx
 from cmat_jax.models.config import preset
 from cmat_jax.models.lora import LoRA, LoRAConfig
 from cmat_jax.models.transformer import Transformer
+from cmat_jax.settings.run import parse_run
 from cmat_jax.training.optimizer import make_optimizer, make_schedule
 from cmat_jax.training.step import loss_and_grads, make_train_step
 from cmat_jax.training.trainer import Trainer
@@ -88,7 +89,7 @@ def test_tiny_model_memorises_small_set(tmp_path):
     config = tiny_config(str(tmp_path / "run"), str(tmp_path / "data"), **{
         "train.steps": 60, "train.warmup_steps": 5, "train.learning_rate": 2e-2, "lora.rank": 8,
         "checkpoint.every": 1000})
-    trainer = Trainer(config)
+    trainer = Trainer(parse_run(config))
     history = trainer.train()
     trainer.close()
     first, last = history[0]["loss"], np.mean([h["loss"] for h in history[-5:]])

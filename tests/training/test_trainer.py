@@ -12,8 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cmat_jax.settings.run import parse_run
 from cmat_jax.training.metrics import truncate_metrics_after
-from cmat_jax.training.trainer import NonFiniteError, Trainer, steps_change
+from cmat_jax.training.driver import NonFiniteError
+from cmat_jax.training.run_state import steps_change
+from cmat_jax.training.trainer import Trainer
 from tests.training.common import KilledAt, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,13 +29,13 @@ def _metrics(workdir):
 
 def test_kill_and_resume_gives_the_same_losses(tmp_path):
     data = str(tmp_path / "data")
-    full = Trainer(tiny_config(str(tmp_path / "full"), data))
+    full = Trainer(parse_run(tiny_config(str(tmp_path / "full"), data)))
     expected = [h["loss"] for h in full.train()]
     full.close()
     assert full.checkpointer.all_steps() == [2, 4, 6]  # every 2 steps, not also the first
 
     workdir = str(tmp_path / "killed")
-    killed = Trainer(tiny_config(workdir, data))
+    killed = Trainer(parse_run(tiny_config(workdir, data)))
     killed.batches = KilledAt(killed.batches, 6)  # dies while step 5 is in flight, after checkpoint 4
     with pytest.raises(KeyboardInterrupt):
         killed.train()
@@ -40,13 +43,13 @@ def test_kill_and_resume_gives_the_same_losses(tmp_path):
     assert killed.checkpointer.latest_step() == 4
 
     with pytest.raises(FileExistsError, match="resume"):
-        Trainer(tiny_config(workdir, data))
+        Trainer(parse_run(tiny_config(workdir, data)))
     with pytest.raises(ValueError, match="train.learning_rate"):
-        Trainer(tiny_config(workdir, data, **{"resume": True, "train.learning_rate": 5e-3}))
+        Trainer(parse_run(tiny_config(workdir, data, **{"resume": True, "train.learning_rate": 5e-3})))
     with pytest.raises(ValueError, match="train.steps: saved 6, now 12"):  # the cosine decay would stretch
-        Trainer(tiny_config(workdir, data, **{"resume": True, "train.steps": 12}))
+        Trainer(parse_run(tiny_config(workdir, data, **{"resume": True, "train.steps": 12})))
 
-    resumed = Trainer(tiny_config(workdir, data, resume=True))
+    resumed = Trainer(parse_run(tiny_config(workdir, data, resume=True)))
     assert resumed.step == 4
     history = resumed.train()
     resumed.close()
@@ -68,19 +71,17 @@ def test_train_steps_may_change_on_resume_only_where_the_schedule_allows():
 
 
 def test_data_settings_that_would_be_ignored_are_refused(tmp_path):
-    from cmat_jax.training import build
-
     packed_with_buckets = tiny_config(str(tmp_path / "a"), str(tmp_path / "data"), **{"data.bucket_lengths": (32, 64)})
     with pytest.raises(ValueError, match="data.mode is 'packed'"):
-        build.build_batches(packed_with_buckets, tokenizer=None)
+        parse_run(packed_with_buckets)
     unused_general = tiny_config(str(tmp_path / "b"), str(tmp_path / "data"), **{"data.agent_fraction": 1.0})
     with pytest.raises(ValueError, match="never be drawn"):
-        build.build_batches(unused_general, tokenizer=None)
+        parse_run(unused_general)
 
 
 def test_paths_are_recorded_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    trainer = Trainer(tiny_config("run", "data", **{"train.steps": 1}))
+    trainer = Trainer(parse_run(tiny_config("run", "data", **{"train.steps": 1})))
     trainer.close()
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
     assert recorded["agent"] == str(tmp_path / "data" / "agent.jsonl")
@@ -104,7 +105,8 @@ def _poison(trainer):
 
 
 def test_non_finite_stop_names_the_step_and_saves_nothing(tmp_path):
-    trainer = Trainer(tiny_config(str(tmp_path / "run"), str(tmp_path / "data"), **{"data.batch_size": 2}))
+    trainer = Trainer(parse_run(tiny_config(str(tmp_path / "run"), str(tmp_path / "data"),
+                                            **{"data.batch_size": 2})))
     _poison(trainer)
     with pytest.raises(NonFiniteError, match="step 1 "):
         trainer.train()
@@ -115,7 +117,7 @@ def test_non_finite_stop_names_the_step_and_saves_nothing(tmp_path):
 def test_non_finite_skip_keeps_finite_adapters(tmp_path):
     config = tiny_config(str(tmp_path / "run"), str(tmp_path / "data"), **{
         "data.batch_size": 2, "train.steps": 2, "train.nonfinite": "skip"})
-    trainer = Trainer(config)
+    trainer = Trainer(parse_run(config))
     initial = jax.tree.map(np.asarray, trainer.lora)
     _poison(trainer)
     history = trainer.train()

@@ -1,0 +1,136 @@
+"""What only a CMAT run reads: its task pools (tasks.*), the policy update (rl.*), and `CmatSettings`, which
+holds them with the rollout, reflection and Checker settings and checks how they combine.
+
+`CmatSettings.check_lengths` checks the two lengths that depend on the prompts the run builds (the
+tokenizer's ids of each task's opening): it runs once the tokenizer and the tasks are loaded, before the
+model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cmat_jax.settings.fields import Section, SettingError, choice, flag, integer, number, text
+from cmat_jax.settings.rollout import (CheckerSettings, EngineSettings, ReflectionSettings, RolloutSettings)
+from cmat_jax.settings.training import WarmStartSettings
+
+# Each name list is the registry of the module that uses it (tests/test_settings.py holds them equal).
+GENERATOR_PROFILES = ("dbbench", "tiny", "lookup")  # taskgen/profiles.py PROFILES
+OBJECTIVES = ("ppo", "reinforce")  # rl/objectives.py
+ADVANTAGES = ("grpo", "rloo", "reinforce")  # rl/advantages.py
+GROUP_BASELINES = ("grpo", "rloo")  # advantages whose baseline is the task's other samples
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSettings(Section):
+    """Training and held-out evaluation tasks: DBBench JSONL files, or the seeded generator's when empty."""
+
+    SECTION = "tasks"
+    train: str
+    eval: str
+    generator_profile: str
+    train_count: int
+    eval_count: int
+    train_seed: int
+    eval_seed: int
+
+    def __post_init__(self):
+        self.check("train", text)
+        self.check("eval", text)
+        self.check("generator_profile", choice, GENERATOR_PROFILES)
+        self.check("train_count", integer, 1, what="generated training tasks")
+        self.check("eval_count", integer, 1, what="generated evaluation tasks")
+        self.check("train_seed", integer)
+        self.check("eval_seed", integer)
+        if not self.train and not self.eval and self.train_seed == self.eval_seed:
+            raise SettingError(f"tasks.train_seed and tasks.eval_seed are both {self.train_seed}: the generated "
+                               "evaluation tasks would be the training tasks; give them different seeds")
+
+
+@dataclasses.dataclass(frozen=True)
+class RlSettings(Section):
+    """The policy update: objective, advantage estimator, KL, rewards, update batches, evaluations."""
+
+    SECTION = "rl"
+    iterations: int
+    objective: str
+    advantage: str
+    positive_only: bool
+    clip_eps: float
+    clip_eps_high: float  # 0: same as clip_eps
+    kl_coef: float
+    measure_kl: bool
+    format_penalty: float
+    update_epochs: int
+    rows: int
+    seq_len: int
+    learning_rate: float
+    eval_every: int
+
+    def __post_init__(self):
+        self.check("iterations", integer, 0)
+        self.check("objective", choice, OBJECTIVES)
+        self.check("advantage", choice, ADVANTAGES)
+        self.check("positive_only", flag)
+        self.check("clip_eps", number, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.check("clip_eps_high", number, low=0.0, what="0: same as rl.clip_eps")
+        self.check("kl_coef", number, low=0.0)
+        self.check("measure_kl", flag)
+        self.check("format_penalty", number, what="the reward of a format failure")
+        self.check("update_epochs", integer, 1, what="passes over each iteration's batches")
+        self.check("rows", integer, 1, what="rows per update batch")
+        self.check("seq_len", integer, 1, what="tokens per update row")
+        self.check("learning_rate", number, low=0.0, low_open=True)
+        self.check("eval_every", integer, 1, what="iterations between evaluations")
+
+
+@dataclasses.dataclass(frozen=True)
+class CmatSettings:
+    """Every CMAT-only setting; how they combine is checked here."""
+
+    warm_start: WarmStartSettings
+    tasks: TaskSettings
+    rollout: RolloutSettings
+    reflection: ReflectionSettings
+    checker: CheckerSettings
+    rl: RlSettings
+
+    @classmethod
+    def parse(cls, config) -> "CmatSettings":
+        return cls(*(section.parse(config) for section in CMAT_SECTIONS))
+
+    def __post_init__(self):
+        if self.rl.advantage in GROUP_BASELINES and self.rollout.group_size < 2:
+            raise SettingError(f"rollout.group_size must be >= 2 for {self.rl.advantage} (found "
+                               f"{self.rollout.group_size}): its baseline comes from the other samples of a task; "
+                               "raise it or use rl.advantage='reinforce'")
+
+    def engine(self, temperature: float) -> EngineSettings:
+        """The rollout engine at `temperature` (the Checker and the reflections sample as the Assistant does)."""
+        assistant = self.rollout.sampling(temperature)
+        return EngineSettings(
+            assistant=assistant, trials=self.reflection.trials, checker=self.checker.mode, cache=self.rollout.cache,
+            checker_sampling=dataclasses.replace(assistant, max_new_tokens=self.checker.max_new_tokens),
+            reflection=dataclasses.replace(assistant, max_new_tokens=self.reflection.max_new_tokens),
+            max_rounds=self.rollout.max_rounds, max_len=self.rollout.max_len)
+
+    def check_lengths(self, train_opening: int, eval_opening: int) -> None:
+        """Refuses lengths the tasks' prompts cannot run with: `train_opening` and `eval_opening` are the
+        longest opening prompts (token ids) of the training and evaluation tasks."""
+        rollout, longest = self.rollout, max(train_opening, eval_opening)
+        if rollout.max_len < longest + rollout.max_new_tokens:
+            which = "training" if train_opening >= eval_opening else "evaluation"
+            raise SettingError(
+                f"rollout.max_len is {rollout.max_len}, but the longest opening prompt of the {which} tasks has "
+                f"{longest} tokens and a reply takes up to rollout.max_new_tokens={rollout.max_new_tokens}; expected "
+                f"rollout.max_len >= {longest + rollout.max_new_tokens}")
+        # The shortest episode of that task is its opening and a one-token reply; a row holds rl.seq_len + 1 ids.
+        if self.rl.seq_len < train_opening:
+            raise SettingError(
+                f"rl.seq_len is {self.rl.seq_len}, but the shortest episode of the training task with the longest "
+                f"opening prompt has {train_opening + 1} tokens (a {train_opening}-token prompt and a one-token "
+                f"reply), more than a row's rl.seq_len + 1; expected rl.seq_len >= {train_opening}")
+
+
+# The sections of CmatSettings, in its fields' order.
+CMAT_SECTIONS = (WarmStartSettings, TaskSettings, RolloutSettings, ReflectionSettings, CheckerSettings, RlSettings)
