@@ -158,8 +158,9 @@ def test_the_cli_ends_a_refused_setting_in_one_line(tmp_path, argument, message)
 def test_a_cmat_runs_engines_sample_as_its_settings_say():
     """The training engine samples every role at rollout.temperature with the rollout's top-k / top-p (0 and
     1.0 are off); the evaluation engine is greedy."""
-    from cmat_jax.agents.oracle import OracleAgent
-    from cmat_jax.agents.replies import SamplingSettings, ScriptedReplies
+    from cmat_jax.agents.replies import ScriptedReplies
+    from cmat_jax.demos.oracle import OracleAgent
+    from cmat_jax.sampling.policy import SamplingPolicy
     from cmat_jax.rollout import build_rollout_engine
 
     config = cmat_config()
@@ -168,12 +169,12 @@ def test_a_cmat_runs_engines_sample_as_its_settings_say():
     cmat = parse_run(config).cmat
     source = ScriptedReplies(OracleAgent)
     engine = build_rollout_engine(cmat.engine(0.7), assistant=source, checker=source, reflector=source)
-    assert engine.config.assistant == SamplingSettings(64, 0.7, 5, None)
-    assert engine.config.checker_sampling == SamplingSettings(32, 0.7, 5, None)
-    assert engine.config.reflection == SamplingSettings(64, 0.7, 5, None)
-    assert (engine.config.trials, engine.config.checker, engine.checker_model, engine.reflector) == (
+    assert engine.config.assistant == SamplingPolicy(64, 0.7, 5, None)
+    assert engine.config.checker_sampling == SamplingPolicy(32, 0.7, 5, None)
+    assert engine.config.reflection == SamplingPolicy(64, 0.7, 5, None)
+    assert (engine.config.trials, engine.config.checker, engine.checker.model, engine.reflector) == (
         2, "learned", source, source)
-    assert engine.env_config.max_rounds == 15 and engine.budget == 1024 - 64
+    assert engine.environments.config.max_rounds == 15 and engine.prompts.budget == 1024 - 64
     greedy = build_rollout_engine(cmat.engine(0.0), assistant=source, checker=source, reflector=source)
     assert greedy.config.assistant.greedy
 
