@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from cmat_jax import distributed
+from cmat_jax import distributed, interrupts
 from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
 from cmat_jax.agents.memory import ReflectionMemory
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
@@ -55,13 +55,15 @@ from cmat_jax.sampling.sampler import Sampler, SamplerConfig
 from cmat_jax.training import build
 from cmat_jax.training.metrics import MetricsWriter, check_metrics_file
 from cmat_jax.training.run_state import (NonFiniteError, RunState, absolute_paths, check_batch_layout,
-                                         check_nonfinite_mode, make_checkpointer, record_run, resume_step)
+                                         check_nonfinite_mode, make_checkpointer, record_run, restore_intact,
+                                         resume_step)
 from cmat_jax.training.step import BATCH_KEYS
 
 INSTRUCTIONS = {"dbbench": None, "short": SHORT_INSTRUCTIONS}
 PATH_SETTINGS = ("model.hf_dir", "data.tokenizer", "data.general", "tasks.train", "tasks.eval")
 # What a resumed CMAT run may change: as SFT, plus how many iterations it runs in all.
-RESUMABLE_CHANGES = ("rl.iterations", "train.log_every", "resume", "workdir", "mesh", "checkpoint", "distributed")
+RESUMABLE_CHANGES = ("rl.iterations", "train.log_every", "resume", "overwrite", "workdir", "mesh", "checkpoint",
+                     "distributed")
 TIMING_METRICS = ("tokens_per_s", "step_s", "rollout_s", "update_s", "eval_s")
 # DBBench's scores in each evaluation record (the held-out tasks' types decide which are meaningful).
 DBBENCH_SCORES = ("overall_cat_accuracy", "SELECT_accuracy", "INSERT_accuracy", "UPDATE_accuracy")
@@ -106,7 +108,8 @@ class CmatRun:
         self.is_main = jax.process_index() == 0
         self.checkpointer = make_checkpointer(config, self.workdir)
         start = resume_step(config, self.checkpointer, self.workdir, resumable=RESUMABLE_CHANGES,
-                            extra_checks=lambda saved, current: [])
+                            extra_checks=lambda saved, current: [],
+                            end_step=int(config.train.steps) + int(config.rl.iterations), end_field="rl.iterations")
 
         learned = "learned" in config.checker.mode
         roles = (ASSISTANT_ROLE, CHECKER_ROLE) if learned else (ASSISTANT_ROLE,)
@@ -153,7 +156,7 @@ class CmatRun:
         self.updates = 0  # RL updates made (the RL step's index)
         self.skipped = 0
         if start is not None:
-            self._restore(start)
+            restore_intact(self.checkpointer, self._restore, start)
         record_run(config, self.workdir, self.step)
 
     # -- setup -------------------------------------------------------------
@@ -244,6 +247,7 @@ class CmatRun:
             if warm_steps == 0 and self.step == 0 and iterations > 0:
                 write(self._evaluate())  # the starting point: the base model
             while self.step < warm_steps:
+                interrupts.check()  # a signal stops the run here, between steps (and iterations below)
                 record = self._warm_step()
                 bar.update(1)
                 bar.set_postfix(phase="sft", loss=f"{record['loss']:.3f}")
@@ -256,6 +260,7 @@ class CmatRun:
                 elif self.checkpointer.should_save(self.step):
                     self._save()
             while self.iteration < iterations:
+                interrupts.check()
                 record = self._iteration()
                 write(record)
                 bar.update(1)

@@ -29,14 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from cmat_jax import distributed
+from cmat_jax import distributed, interrupts
 from cmat_jax.training import build
 from cmat_jax.training.checkpoint import DEFAULT_ROLE
 from cmat_jax.training.metrics import MetricsWriter
 from cmat_jax.training.run_state import (NONFINITE_MODES, RESUMABLE_CHANGES, NonFiniteError,  # noqa: F401
                                          RunState, absolute_paths, check_batch_layout, check_nonfinite_mode,
-                                         config_differences, make_checkpointer, record_run, resume_step,
-                                         steps_change)
+                                         config_differences, make_checkpointer, record_run, restore_intact,
+                                         resume_step, steps_change)
 from cmat_jax.training.step import BATCH_KEYS
 
 PATH_SETTINGS = ("model.hf_dir", "data.tokenizer", "data.agent", "data.general")
@@ -63,7 +63,8 @@ class Trainer:
         check_nonfinite_mode(t.nonfinite)
         self.is_main = jax.process_index() == 0
         self.checkpointer = make_checkpointer(config, self.workdir)
-        resume_at = resume_step(config, self.checkpointer, self.workdir)  # before anything expensive is built
+        resume_at = resume_step(config, self.checkpointer, self.workdir,  # before anything expensive is built
+                                end_step=int(t.steps))
 
         mesh = mesh if mesh is not None else build.make_mesh(config.mesh)
         rows = int(config.data.batch_size)
@@ -91,7 +92,7 @@ class Trainer:
         self.step = 0  # updates done so far
         self.skipped_steps = 0
         if resume_at is not None:
-            self.restore(resume_at)
+            resume_at = restore_intact(self.checkpointer, self.restore, resume_at)
             logging.info("resumed %s at step %d", self.workdir, resume_at)
         record_run(self.config, self.workdir, self.step)
 
@@ -164,6 +165,7 @@ class Trainer:
 
         try:
             while self.step < total:
+                interrupts.check()  # a signal stops the run here, between steps
                 host_batch = next(self.batches)
                 data_state = self.batches.state()
                 batch = self.put_batch(host_batch)
