@@ -33,6 +33,11 @@ def task_pools(tasks_config) -> tuple[list[SqlTask], list[SqlTask]]:
     if not t.train and not t.eval and int(t.train_seed) == int(t.eval_seed):
         raise ValueError(f"tasks.train_seed and tasks.eval_seed are both {t.train_seed}: the generated evaluation "
                          "tasks would be the training tasks; give them different seeds")
+    for pool in ("train", "eval"):
+        count = t[f"{pool}_count"]
+        if not t[pool] and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ValueError(f"tasks.{pool}_count is {count!r}; the generator needs a positive number of tasks when "
+                             f"tasks.{pool} is empty (or give tasks.{pool}, a DBBench .jsonl file)")
     train = load_tasks(t.train) if t.train else _generated(t.generator_profile, t.train_count, t.train_seed)
     evaluation = load_tasks(t.eval) if t.eval else _generated(t.generator_profile, t.eval_count, t.eval_seed)
     seen = {_identity(task) for task in train}

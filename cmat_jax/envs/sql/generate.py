@@ -53,6 +53,7 @@ from cmat_jax.envs.sql.database import TRUNCATION_MARK, EpisodeDatabase, build_i
 from cmat_jax.envs.sql.dialect import parse_mysql
 from cmat_jax.envs.sql.generate_tables import Column, Domain, Table
 from cmat_jax.envs.sql.tasks import SELECT_TYPES, SqlTask, parse_task
+from cmat_jax.fileio import atomic_write
 
 GENERATED_TYPES = SELECT_TYPES + ("INSERT", "UPDATE")  # every type DBBench has (it has no DELETE tasks)
 _MAX_ATTEMPTS = 200  # drafts per task before giving up (a profile that needs more is broken)
@@ -565,10 +566,11 @@ def write_tasks(path: str | os.PathLike, n: int, seed: int, profile: str = "dbbe
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):  # before generating, so a bad path costs nothing
         raise FileNotFoundError(f"output directory {directory} does not exist; create it first")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory; pass the path of the .jsonl file to write, e.g. "
+                                f"{os.path.join(path, 'tasks.jsonl')}")
     records = generate_records(n, seed, profile)
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_write(path, "wb") as f:  # bytes: "\n" line ends on every platform
         for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(temporary, path)
+            f.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
     return len(records)
