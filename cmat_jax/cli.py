@@ -20,11 +20,9 @@ the config-specific diagnosis. It runs only after parsing has failed, so a
 correct command line is parsed exactly as `app.run` parses it.
 
 `run` also makes SIGINT and SIGTERM raise `interrupts.Interrupted` (cleanup in
-`finally` blocks runs), and a stop that `main` does not report itself ends
-with one line and status 130 or 143 instead of a KeyboardInterrupt traceback;
-a full disk or a read-only file system ends with one line naming the path.
-`exit_quietly(line)` prints such a line and exits without the tracebacks that
-library threads left failing (an orbax save on a full disk) print at exit.
+`finally` blocks runs), so a stop ends with one line and status 130 or 143
+instead of a KeyboardInterrupt traceback; a full disk or a read-only file
+system ends with one line naming the path, and status 1.
 """
 
 from __future__ import annotations
@@ -55,27 +53,27 @@ class CommandLineError(Exception):
     """A mistake on the command line; the message is one line that says what to fix."""
 
 
-def run(main: Callable[[list[str]], Any], argv: Optional[list[str]] = None) -> None:
-    """`absl.app.run(main)` whose flag mistakes, signals and disk errors are one line (the module docstring)."""
+def run(main: Callable[[list[str]], Any], argv: Optional[list[str]] = None, *,
+        describe: Callable[[BaseException], Optional[str]] = lambda error: None) -> None:
+    """`absl.app.run(main)` whose flag mistakes, signals and disk errors are one line (the module docstring).
+
+    `describe(error)` may give the line of a stop (interrupts.Interrupted) or a disk error in the program's
+    own words (train.py: where to resume from); None keeps the plain one."""
     interrupts.install()
     try:
         app.run(main, argv=argv, flags_parser=parse_flags)
     except interrupts.Interrupted as stop:
-        print(f"{stop.name}: stopped", file=sys.stderr, flush=True)
+        print(describe(stop) or f"{stop.name}: stopped", file=sys.stderr, flush=True)
         sys.exit(stop.status)
     except Exception as error:  # noqa: BLE001 - only a full or read-only disk is handled here
         found = disk_error(error)
         if found is None:
             raise
-        exit_quietly(f"error: {found.line()}")
-
-
-def exit_quietly(line: str, status: int = 1) -> None:
-    """Prints `line` on stderr and exits with `status`, leaving out what failed library threads print at exit."""
-    print(line, file=sys.stderr, flush=True)
-    sys.unraisablehook = lambda unraisable: None
-    threading.excepthook = lambda args: None
-    sys.exit(status)
+        # What failed threads of a library (an orbax save on a full disk) print at exit says nothing more.
+        print(describe(error) or f"error: {found.line()}", file=sys.stderr, flush=True)
+        sys.unraisablehook = lambda unraisable: None
+        threading.excepthook = lambda args: None
+        sys.exit(1)
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:

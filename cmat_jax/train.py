@@ -18,7 +18,7 @@ fix and exits with status 1.
 
 import logging as std_logging
 import os
-import sys
+from typing import Optional
 
 from absl import app, flags, logging
 
@@ -53,30 +53,31 @@ def main(argv):
         distributed.initialize(config.distributed)  # before anything touches a device
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
+    return _run_cmat(config) if config.get("mode", "sft") == "cmat" else _run_sft(config)
+
+
+def describe_stop(error: BaseException) -> Optional[str]:
+    """The line a run stopped by a signal or a full or read-only disk ends with, saying where to resume from
+    (cli.run's `describe`); None before the config is parsed."""
     try:
-        return _run_cmat(config) if config.get("mode", "sft") == "cmat" else _run_sft(config)
-    except interrupts.Interrupted as stop:
-        print(f"{stop.name}: stopped between steps. {_resume_hint(config)}", file=sys.stderr, flush=True)
-        sys.exit(stop.status)
-    except Exception as e:  # noqa: BLE001 - only a full or read-only disk is handled here
-        found = disk_error(e)
-        if found is None:
-            raise
-        from cmat_jax.training.checkpoint import checkpoint_directory, checkpoint_path
-
-        directory = checkpoint_path(checkpoint_directory(config, os.path.abspath(config.workdir)))
-        inside = found.path is not None and (found.path + "/").startswith(directory.rstrip("/") + "/")
-        where = f"the checkpoint directory {directory}" if inside else \
-            found.path or "the workdir or the checkpoint directory"
-        fix = "make it writable" if found.code == "EROFS" else "free space there"
-        cli.exit_quietly(f"error: {found.what} ({found.code}) writing {where}; {fix}, or point --config.workdir or "
-                         f"--config.checkpoint.directory at another disk. {_resume_hint(config)}")
-
-
-def _resume_hint(config) -> str:
+        config = FLAGS.config
+    except flags.Error:
+        return None
+    from cmat_jax.training.checkpoint import checkpoint_directory, checkpoint_path
     from cmat_jax.training.workdir import resume_hint
 
-    return resume_hint(config, os.path.abspath(config.workdir))
+    workdir = os.path.abspath(config.workdir)
+    hint = resume_hint(config, workdir)
+    if isinstance(error, interrupts.Interrupted):
+        return f"{error.name}: stopped between steps. {hint}"
+    found = disk_error(error)
+    directory = checkpoint_path(checkpoint_directory(config, workdir))
+    inside = found.path is not None and (found.path + "/").startswith(directory.rstrip("/") + "/")
+    where = f"the checkpoint directory {directory}" if inside else \
+        found.path or "the workdir or the checkpoint directory"
+    fix = "make it writable" if found.code == "EROFS" else "free space there"
+    return (f"error: {found.what} ({found.code}) writing {where}; {fix}, or point --config.workdir or "
+            f"--config.checkpoint.directory at another disk. {hint}")
 
 
 def _run_sft(config):
@@ -116,4 +117,4 @@ def _run_cmat(config):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, describe=describe_stop)

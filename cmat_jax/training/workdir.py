@@ -105,8 +105,10 @@ def resume_hint(config, workdir: str) -> str:
     if steps:
         return (f"The latest checkpoint is step {steps[-1]} in {directory}: continue with the same command and "
                 "--config.resume=true.")
+    again = "start over with --config.overwrite=true" if run_records(workdir, checkpoint_path(directory), None)[0] \
+        else "run the same command again to start over"
     return (f"No checkpoint is in {directory} yet (checkpoint.every is {config.checkpoint.every}): there is "
-            "nothing to resume; start over with --config.overwrite=true.")
+            f"nothing to resume; {again}.")
 
 
 def saved_roles(workdir: str, step: Optional[int] = None) -> list[str]:
