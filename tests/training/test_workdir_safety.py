@@ -166,6 +166,15 @@ def test_a_fresh_run_on_a_workdir_with_records_is_refused_unless_overwrite(finis
     assert json.loads(open(os.path.join(workdir, "config.json")).read())["train"]["steps"] == 2
 
 
+def test_a_resume_on_an_empty_workdir_starts_at_step_0_with_a_warning(tmp_path, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(run_state, "logging", types.SimpleNamespace(warning=lambda msg, *a: warnings.append(msg % a)))
+    trainer = Trainer(tiny_config(str(tmp_path / "new"), str(tmp_path / "data"), resume=True))
+    trainer.close()
+    assert trainer.step == 0
+    assert len(warnings) == 1 and "holds no checkpoint" in warnings[0] and "starting the run at step 0" in warnings[0]
+
+
 def test_a_resume_that_finds_no_checkpoint_says_where_it_looked(finished_run, tmp_path):
     workdir, data = _copy(finished_run, tmp_path), finished_run[1]
     before = open(os.path.join(workdir, "config.json")).read()
@@ -317,7 +326,7 @@ def test_when_no_checkpoint_restores_it_is_one_error_and_nothing_is_moved(finish
 # -- signals and disks ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_the_run_between_steps_with_one_line_and_its_status(tmp_path, signum):
     workdir = tmp_path / "run"
     schedule = ("--config.train.decay=constant", "--config.train.warmup_steps=0")  # a resume may change its length
@@ -388,6 +397,14 @@ def test_make_sql_tasks_names_its_flags_and_leaves_no_temporary_file(tmp_path):
     run = subprocess.run([sys.executable, script, "--n", "0", "--seed", "0", "--out", str(tmp_path / "t.jsonl")],
                          capture_output=True, text=True, env=_env())
     assert run.returncode == 2 and run.stderr.strip().startswith("error: --n is 0;")
+
+
+def test_fuzz_sql_refuses_a_report_path_it_cannot_write_before_it_runs(tmp_path):
+    run = subprocess.run([sys.executable, os.path.join(REPO, "tools", "fuzz_sql.py"), "--json",
+                          str(tmp_path / "missing" / "report.json")], capture_output=True, text=True, env=_env())
+    assert run.returncode == 2
+    assert _last_line(run.stderr).endswith(f"--json {tmp_path}/missing/report.json: expected a file path in an "
+                                           "existing directory")
 
 
 def test_task_files_and_counts_are_reported_by_what_they_are(tmp_path):
