@@ -18,6 +18,11 @@ with status 2 before `main` runs:
 Only flags defined with `ml_collections.config_flags.DEFINE_config_file` get
 the config-specific diagnosis. It runs only after parsing has failed, so a
 correct command line is parsed exactly as `app.run` parses it.
+
+`run` also makes SIGINT and SIGTERM raise `interrupts.Interrupted` (cleanup in
+`finally` blocks runs), so a stop ends with one line and status 130 or 143
+instead of a KeyboardInterrupt traceback; a full disk or a read-only file
+system ends with one line naming the path, and status 1.
 """
 
 from __future__ import annotations
@@ -27,12 +32,16 @@ import importlib.util
 import os
 import re
 import sys
+import threading
 import traceback
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from absl import app, flags
 from ml_collections import config_dict
 from ml_collections.config_flags import config_flags as ml_config_flags  # is_config_flag lives here
+
+from cmat_jax import interrupts
+from cmat_jax.fileio import disk_error
 
 USAGE_ERROR_STATUS = 2  # as argparse: the command line itself is wrong
 
@@ -44,9 +53,27 @@ class CommandLineError(Exception):
     """A mistake on the command line; the message is one line that says what to fix."""
 
 
-def run(main: Callable[[list[str]], Any], argv: Optional[list[str]] = None) -> None:
-    """`absl.app.run(main)` whose flag mistakes are one line (see the module docstring)."""
-    app.run(main, argv=argv, flags_parser=parse_flags)
+def run(main: Callable[[list[str]], Any], argv: Optional[list[str]] = None, *,
+        describe: Callable[[BaseException], Optional[str]] = lambda error: None) -> None:
+    """`absl.app.run(main)` whose flag mistakes, signals and disk errors are one line (the module docstring).
+
+    `describe(error)` may give the line of a stop (interrupts.Interrupted) or a disk error in the program's
+    own words (train.py: where to resume from); None keeps the plain one."""
+    interrupts.install()
+    try:
+        app.run(main, argv=argv, flags_parser=parse_flags)
+    except interrupts.Interrupted as stop:
+        print(describe(stop) or f"{stop.name}: stopped", file=sys.stderr, flush=True)
+        sys.exit(stop.status)
+    except Exception as error:  # noqa: BLE001 - only a full or read-only disk is handled here
+        found = disk_error(error)
+        if found is None:
+            raise
+        # What failed threads of a library (an orbax save on a full disk) print at exit says nothing more.
+        print(describe(error) or f"error: {found.line()}", file=sys.stderr, flush=True)
+        sys.unraisablehook = lambda unraisable: None
+        threading.excepthook = lambda args: None
+        sys.exit(1)
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:

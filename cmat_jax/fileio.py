@@ -11,14 +11,22 @@ nested past Python's recursion limit raises `error_type` (default `JsonlError`,
 which also carries the path, line number and detail) with a message that starts
 with `<path>:<line>: `. `partial_last_line=True` skips, with a warning, a last
 line that does not decode: what a writer killed mid-line leaves behind.
+
+`disk_error(error)` finds a full disk (ENOSPC, EDQUOT) or a read-only file
+system (EROFS) in an exception, its causes, or the text of an error that wraps
+one (tensorstore's, in an orbax checkpoint write): a `DiskError` of what
+happened and the path written, for a one-line report. `atomic_write` gives the
+errors of its writes, which name no file, the path they were writing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-from typing import IO, Any, Iterator, NamedTuple
+import re
+from typing import IO, Any, Iterator, NamedTuple, Optional
 
 from absl import logging
 
@@ -35,9 +43,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         with open(tmp, mode, encoding=encoding) as f:
             yield f
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno:  # a failed write or flush names no file
+            raise OSError(e.errno, e.strerror, path) from e
         raise
 
 
@@ -121,3 +131,50 @@ def _line(path: str, number: int, raw: bytes) -> Iterator[JsonlLine]:
     text, value = _decode(raw, path, number)
     if text.strip():
         yield JsonlLine(number, value, text)
+
+
+
+# errno -> what it means for a writer; tensorstore's messages carry the number ([os_error_code='28']).
+DISK_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "read-only file system"}
+_DISK_TEXT = re.compile(r"No space left on device|Disk quota exceeded|Read-only file system|"
+                        r"os_error_code='(\d+)'")
+_QUOTED_PATH = re.compile(r'"(/[^"]+)"')
+
+
+class DiskError(NamedTuple):
+    """A full disk or a read-only file system: what happened, its errno name, the path written (or None)."""
+
+    what: str
+    code: str
+    path: Optional[str]
+
+    def line(self) -> str:
+        return f"{self.what} ({self.code}) writing {self.path or 'a file the error does not name'}"
+
+
+def disk_error(error: BaseException) -> Optional[DiskError]:
+    """The DiskError in `error` or in an error it wraps (its cause, its context, or a message that quotes
+    one), else None; of several, the innermost (the first to fail) that names a path."""
+    found, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in DISK_ERRORS:
+            path = os.fspath(error.filename) if error.filename is not None else None
+            found.append(DiskError(DISK_ERRORS[error.errno], errno.errorcode[error.errno], path))
+        else:
+            text = disk_error_text(str(error))
+            found.extend([text] if text else [])
+        error = error.__cause__ or error.__context__
+    return next((f for f in reversed(found) if f.path), found[0] if found else None)
+
+
+def disk_error_text(text: str) -> Optional[DiskError]:
+    """The DiskError a message (e.g. a library's log line) reports, with the last path it quotes, or None."""
+    for match in _DISK_TEXT.finditer(text):
+        number = int(match.group(1)) if match.group(1) else next(
+            n for n, what in DISK_ERRORS.items() if what.lower() == match.group(0).lower())
+        if number in DISK_ERRORS:
+            paths = _QUOTED_PATH.findall(text)
+            return DiskError(DISK_ERRORS[number], errno.errorcode[number], paths[-1] if paths else None)
+    return None

@@ -8,13 +8,22 @@
 
 On a TPU slice of several hosts (or with the `distributed` settings) every host runs the same
 command and the processes start JAX's multi-controller runtime first (cmat_jax/distributed.py).
+
+How a run stops, in one line on stderr (docs/training.md, "When a run stops"): SIGINT or SIGTERM
+lets the step in flight finish, waits for a checkpoint being written, says where to resume from
+and exits with status 130 or 143 (a second signal stops at once); a full disk or a read-only file
+system names the path and exits with status 1; a setting, data or workdir problem says what to
+fix and exits with status 1.
 """
 
 import logging as std_logging
+import os
+from typing import Optional
 
 from absl import app, flags, logging
 
-from cmat_jax import cli, distributed
+from cmat_jax import cli, distributed, interrupts
+from cmat_jax.fileio import disk_error, disk_error_text
 from cmat_jax.settings.run import RunSettings, parse_run
 from ml_collections import config_flags
 
@@ -24,22 +33,30 @@ FLAGS = flags.FLAGS
 
 
 class _OrbaxWarningsOnly(std_logging.Filter):
-    """orbax logs every step of every save at INFO, which buries the progress bar."""
+    """orbax logs every step of every save at INFO, which buries the progress bar; and a full disk as one
+    traceback per thread of a save, which the run's own error line replaces."""
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+        if "orbax" not in record.pathname:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        return record.levelno >= std_logging.WARNING and disk_error_text(record.getMessage()) is None and \
+            (error is None or disk_error(error) is None)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().addFilter(_OrbaxWarningsOnly())
+    interrupts.between_steps()  # SIGINT and SIGTERM end the step in flight, then stop the run
     config = FLAGS.config
     try:
         settings = parse_run(config)  # every setting, before anything is built
         distributed.initialize(config.distributed)  # before anything touches a device
         driver = start(settings)
     except (ValueError, OSError) as e:  # config, data, model or workdir problems: the message says what to fix
+        if disk_error(e):
+            raise
         raise SystemExit(f"error: {e}") from None
     try:
         if settings.mode == "cmat":
@@ -68,5 +85,29 @@ def start(settings: RunSettings):
     return Trainer(settings)
 
 
+def describe_stop(error: BaseException) -> Optional[str]:
+    """The line a run stopped by a signal or a full or read-only disk ends with, saying where to resume from
+    (cli.run's `describe`); None before the config is parsed."""
+    try:
+        config = FLAGS.config
+    except flags.Error:
+        return None
+    from cmat_jax.training.checkpoint import checkpoint_directory, checkpoint_path
+    from cmat_jax.training.workdir import resume_hint
+
+    workdir = os.path.abspath(config.workdir)
+    hint = resume_hint(config, workdir)
+    if isinstance(error, interrupts.Interrupted):
+        return f"{error.name}: stopped between steps. {hint}"
+    found = disk_error(error)
+    directory = checkpoint_path(checkpoint_directory(config, workdir))
+    inside = found.path is not None and (found.path + "/").startswith(directory.rstrip("/") + "/")
+    where = f"the checkpoint directory {directory}" if inside else \
+        found.path or "the workdir or the checkpoint directory"
+    fix = "make it writable" if found.code == "EROFS" else "free space there"
+    return (f"error: {found.what} ({found.code}) writing {where}; {fix}, or point --config.workdir or "
+            f"--config.checkpoint.directory at another disk. {hint}")
+
+
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, describe=describe_stop)

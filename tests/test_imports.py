@@ -17,7 +17,7 @@ PACKAGE_DIR = Path(cmat_jax.__file__).parent
 # activations to the mesh (sharding.py), so sharding and distributed sit below models; rl/loop.py reports
 # evaluations with eval_report.py, so that top-level module sits below rl/.
 LAYERS = (
-    ("foundation", ("cmat_jax.chat", "cmat_jax.fileio")),
+    ("foundation", ("cmat_jax.chat", "cmat_jax.fileio", "cmat_jax.interrupts")),
     ("mesh and processes", ("cmat_jax.sharding", "cmat_jax.distributed")),
     ("models", ("cmat_jax.models",)),
     ("checkpoints", ("cmat_jax.checkpoints",)),

@@ -15,7 +15,6 @@ directory during the run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sqlite3
@@ -27,6 +26,7 @@ sys.path.insert(0, REPO)
 
 from cmat_jax.envs.sql.database import Limits  # noqa: E402
 from cmat_jax.sqlfuzz import fuzz  # noqa: E402
+from cmat_jax.fileio import write_json_atomic  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
     limits = Limits(timeout_s=args.timeout)
     json_path = os.path.abspath(args.json) if args.json else ""
+    if json_path and (os.path.isdir(json_path) or not os.path.isdir(os.path.dirname(json_path))):
+        parser.error(f"--json {args.json}: expected a file path in an existing directory")  # before the long run
     with tempfile.TemporaryDirectory(prefix="fuzz_sql_") as workdir:
         cases = fuzz.corpus(args.seed, args.statements, tmp=workdir)
         families = {f for f in args.families.split(",") if f}
@@ -70,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(cwd)
     print("\n".join(report.lines()))
     if json_path:
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(report.summary(), f, indent=1)
+        try:
+            write_json_atomic(json_path, report.summary(), indent=1)  # whole or not at all
+        except OSError as e:
+            print(f"error: --json {args.json}: writing failed ({e.strerror or e}); the report is above", file=sys.stderr)
+            return 2
     print("PASS" if report.passed else "FAIL")
     return 0 if report.passed else 1
 

@@ -15,6 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cmat_jax.fileio import disk_error  # noqa: E402
 from cmat_jax.envs.sql.tasks import load_tasks  # noqa: E402
 from cmat_jax.taskgen.generate import write_tasks  # noqa: E402
 from cmat_jax.taskgen.profiles import GENERATED_TYPES, PROFILES  # noqa: E402
@@ -28,10 +29,15 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="dbbench", choices=sorted(PROFILES),
                         help="dbbench: realistic tables and phrasings; tiny: small tables for the CPU demo")
     args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.exit(2, f"error: --n is {args.n}; it is the number of tasks to write, a positive integer\n")
+    if args.seed < 0:
+        parser.exit(2, f"error: --seed is {args.seed}; it must be a non-negative integer\n")
     try:
         count = write_tasks(args.out, n=args.n, seed=args.seed, profile=args.profile)
-    except (ValueError, OSError) as e:
-        parser.exit(2, f"error: {e}\n")
+    except (ValueError, OSError) as e:  # the file is written whole or not at all (no temporary file is left)
+        found = disk_error(e) if isinstance(e, OSError) else None
+        parser.exit(2, f"error: --out {args.out}: {found.line() if found else e}\n")
     counts = collections.Counter(task.task_type for task in load_tasks(args.out))
     print(f"wrote {count} {args.profile} tasks (seed {args.seed}) to {args.out}")
     print("  " + ", ".join(f"{t} {counts[t]}" for t in GENERATED_TYPES))

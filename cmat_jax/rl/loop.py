@@ -38,7 +38,7 @@ import jax
 import numpy as np
 import optax
 
-from cmat_jax import distributed
+from cmat_jax import distributed, interrupts
 from cmat_jax.agents.memory import ReflectionMemory
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.replies import ModelReplies
@@ -65,7 +65,8 @@ from cmat_jax.training.step import BATCH_KEYS
 
 INSTRUCTIONS = {"dbbench": None, "short": SHORT_INSTRUCTIONS}  # rollout.instructions -> the User's text
 # What a resumed CMAT run may change: as SFT, plus how many iterations it runs in all.
-RESUMABLE_CHANGES = ("rl.iterations", "train.log_every", "resume", "workdir", "mesh", "checkpoint", "distributed")
+RESUMABLE_CHANGES = ("rl.iterations", "train.log_every", "resume", "overwrite", "workdir", "mesh", "checkpoint",
+                     "distributed")
 TIMING_METRICS = ("tokens_per_s", "step_s", "rollout_s", "update_s", "eval_s")
 # DBBench's scores in each evaluation record (the held-out tasks' types decide which are meaningful).
 DBBENCH_SCORES = ("overall_cat_accuracy", "SELECT_accuracy", "INSERT_accuracy", "UPDATE_accuracy")
@@ -79,7 +80,8 @@ class CmatRun(Driver):
         c = self.cmat = settings.cmat
         # The tasks, and the lengths their prompts need, first: a refused length leaves no workdir behind.
         self._load_tasks(settings)
-        super().__init__(settings, resumable=RESUMABLE_CHANGES, extra_checks=lambda saved, current: [])
+        super().__init__(settings, resumable=RESUMABLE_CHANGES, extra_checks=lambda saved, current: [],
+                         end_step=settings.train.steps + c.rl.iterations, end_field="rl.iterations")
         learned = c.checker.learned
         roles = (ASSISTANT_ROLE, CHECKER_ROLE) if learned else (ASSISTANT_ROLE,)
         self.trained_roles = (ASSISTANT_ROLE, CHECKER_ROLE) if c.checker.train else (ASSISTANT_ROLE,)
@@ -184,6 +186,7 @@ class CmatRun(Driver):
             if warm_steps == 0 and self.step == 0 and iterations > 0:
                 write(self._evaluate())  # the starting point: the base model
             while self.step < warm_steps:
+                interrupts.check()  # a signal stops the run here, between steps (and iterations below)
                 record = self._warm_step()
                 bar.update(1)
                 bar.set_postfix(phase="sft", loss=f"{record['loss']:.3f}")
@@ -196,6 +199,7 @@ class CmatRun(Driver):
                 elif self.checkpointer.should_save(self.step):
                     self.save(self._host_state())
             while self.iteration < iterations:
+                interrupts.check()
                 record = self._iteration()
                 write(record)
                 bar.update(1)

@@ -1,7 +1,7 @@
 """A training run's settings: `parse_run(config)` turns the ConfigDict of `python -m cmat_jax.train` into
 `RunSettings`, checking every setting before anything is built.
 
-The run's own fields: mode ('sft' | 'cmat'), workdir, seed, resume. Paths are made absolute here (export
+The run's own fields: mode ('sft' | 'cmat'), workdir, seed, resume, overwrite. Paths are made absolute here (export
 and resume may run elsewhere); `RunSettings.source` is the ConfigDict with those paths, which the run
 records as its config.json and a resume compares with. Every key of the config is read by some
 settings dataclass (the `distributed` section by cmat_jax/distributed.py, which checks it itself), or
@@ -24,7 +24,7 @@ MODES = ("sft", "cmat")
 # Path settings, recorded absolute.
 PATH_FIELDS = {"sft": ("model.hf_dir", "data.tokenizer", "data.agent", "data.general"),
                "cmat": ("model.hf_dir", "data.tokenizer", "data.general", "tasks.train", "tasks.eval")}
-RUN_FIELDS = ("mode", "workdir", "seed", "resume")
+RUN_FIELDS = ("mode", "workdir", "seed", "resume", "overwrite")
 DISTRIBUTED_SECTION = "distributed"  # read and checked by cmat_jax/distributed.py, before any device is used
 RUN_SECTIONS = (ModelSettings, LoraSettings, MeshSettings, TrainSettings, DataSettings, CheckpointSettings)
 
@@ -37,6 +37,7 @@ class RunSettings:
     workdir: str  # absolute
     seed: int  # random base init, adapter init, LoRA dropout, the CMAT rollouts' keys and the User's draws
     resume: bool
+    overwrite: bool  # a fresh run may replace (delete) the run its workdir holds (training/run_state.py)
     model: ModelSettings
     lora: LoraSettings
     mesh: MeshSettings
@@ -76,7 +77,8 @@ def parse_run(config) -> RunSettings:
     cmat = CmatSettings.parse(source) if mode == "cmat" else None
     sections = [section.parse(source) for section in RUN_SECTIONS]
     return RunSettings(mode, os.path.abspath(source.workdir), integer("seed", source.get("seed")),
-                       flag("resume", source.get("resume")), *sections, cmat=cmat, source=source)
+                       flag("resume", source.get("resume")),
+                       flag("overwrite", source.get("overwrite")), *sections, cmat=cmat, source=source)
 
 
 def _check_every_field_is_read(config, mode: str) -> None:

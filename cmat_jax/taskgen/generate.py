@@ -32,6 +32,7 @@ import os
 import random
 
 from cmat_jax.envs.sql.tasks import SqlTask, parse_task
+from cmat_jax.fileio import atomic_write
 from cmat_jax.taskgen import drafts, labels, tables
 from cmat_jax.taskgen.labels import GeneratorError
 from cmat_jax.taskgen.profiles import PROFILES, Profile
@@ -132,10 +133,11 @@ def write_tasks(path: str | os.PathLike, n: int, seed: int, profile: str = "dbbe
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):  # before generating, so a bad path costs nothing
         raise FileNotFoundError(f"output directory {directory} does not exist; create it first")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory; pass the path of the .jsonl file to write, e.g. "
+                                f"{os.path.join(path, 'tasks.jsonl')}")
     records = generate_records(n, seed, profile)
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_write(path, "wb") as f:  # bytes: "\n" line ends on every platform
         for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(temporary, path)
+            f.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
     return len(records)

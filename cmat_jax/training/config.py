@@ -16,6 +16,7 @@ def default_config() -> config_dict.ConfigDict:
     c.workdir = "workdir/sft_tiny"
     c.seed = 0  # random base init (when model.hf_dir is empty), adapter init, LoRA dropout
     c.resume = False  # continue from the latest checkpoint in workdir
+    c.overwrite = False  # a fresh run (resume false) replaces, deleting it, a run the workdir already holds
     c.model, c.lora = _model(), _lora()
 
     c.mesh = config_dict.ConfigDict()

@@ -29,7 +29,8 @@ from absl import logging
 from cmat_jax.settings.run import RunSettings
 from cmat_jax.training import build
 from cmat_jax.training.metrics import MetricsWriter
-from cmat_jax.training.run_state import RESUMABLE_CHANGES, RunState, make_checkpointer, record_run, resume_step
+from cmat_jax.training.run_state import (RESUMABLE_CHANGES, RunState, make_checkpointer, record_run, restore_intact,
+                                         resume_step)
 
 
 class NonFiniteError(FloatingPointError):
@@ -45,19 +46,21 @@ def check_vocabulary(tokenizer, vocab_size: int) -> None:
 class Driver:
     """Start, resume, non-finite guard, records, checkpoints and close of one run (see the module docstring).
 
-    `resumable` and `extra_checks` are resume_step's: what a resumed run may change. `mesh` overrides the
-    settings' mesh (e.g. a sub-mesh of some devices).
+    `resumable` and `extra_checks` are resume_step's: what a resumed run may change; `end_step` (named by
+    `end_field`) is the step the run ends at, so that a resume asking for less than is done is refused. `mesh`
+    overrides the settings' mesh (e.g. a sub-mesh of some devices).
     """
 
     def __init__(self, settings: RunSettings, *, mesh=None, resumable: Sequence[str] = RESUMABLE_CHANGES,
-                 extra_checks: Optional[Callable[[dict, dict], list[str]]] = None):
+                 extra_checks: Optional[Callable[[dict, dict], list[str]]] = None, end_step: Optional[int] = None,
+                 end_field: str = "train.steps"):
         self.settings = settings
         self.workdir = settings.workdir
         self.is_main = jax.process_index() == 0
         self.checkpointer = make_checkpointer(settings.source, self.workdir)
         checks = {} if extra_checks is None else {"extra_checks": extra_checks}
         self.resume_at = resume_step(settings.source, self.checkpointer, self.workdir, resumable=resumable,
-                                     **checks)
+                                     end_step=end_step, end_field=end_field, **checks)
         self.mesh = mesh if mesh is not None else build.make_mesh(settings.mesh)
         self.state: Optional[RunState] = None
         self.step = 0  # the checkpoint step
@@ -76,13 +79,17 @@ class Driver:
         raise NotImplementedError
 
     def resume(self) -> None:
-        """Continues from the checkpoint found at start (if any), then records the run."""
+        """Continues from the checkpoint found at start (if any), or from the newest earlier one that reads back
+        whole (restore_intact sets the unreadable ones aside), then records the run."""
         if self.resume_at is not None:
-            host = self.state.restore(self.resume_at)
-            self.step = self.resume_at
-            self.restore_host(host)
+            self.resume_at = restore_intact(self.checkpointer, self._restore, self.resume_at)
             logging.info("resumed %s at step %d", self.workdir, self.step)
         record_run(self.settings.source, self.workdir, self.step)
+
+    def _restore(self, step: int) -> None:
+        host = self.state.restore(step)
+        self.step = step
+        self.restore_host(host)
 
     def read_metrics(self, device_metrics, *, where: str, learning_rate_field: str = "train.learning_rate"
                      ) -> tuple[dict, bool]:

@@ -4,7 +4,9 @@ and the same scalars as TensorBoard event files in <workdir>/tensorboard/.
 A resumed run re-runs the steps logged after its last checkpoint, so
 `truncate_metrics_after` drops those steps from both places and each step
 appears once. `check_metrics_file` reads metrics.jsonl without changing it and
-names the first bad line: call it before anything expensive is built.
+names the first bad line: call it before anything expensive is built
+(training/run_state.py's resume_step does). A failed write (a full disk) names
+metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -91,17 +93,28 @@ class MetricsWriter:
             return
         record = {"step": int(step)}
         record.update({k: _json_value(k, v) for k, v in metrics.items()})
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()  # a killed run keeps every step it logged
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()  # a killed run keeps every step it logged
+        except OSError as e:  # a write names no file; a full disk should say which
+            raise OSError(e.errno, e.strerror, self.path) from e
         for name, value in metrics.items():
             if _is_number(value):
                 self._tb.add_scalar(f"{group}/{name}", float(value), int(step))
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._tb.close()
+            file, tb = self._file, self._tb
             self._file = self._tb = None
+            try:
+                file.close()
+            except OSError as e:  # the flush of what a failed write left buffered
+                raise OSError(e.errno, e.strerror, self.path) from e
+            finally:
+                try:
+                    tb.close()
+                except OSError as e:
+                    raise OSError(e.errno, e.strerror, tb.logdir) from e
 
 
 def _is_number(value: Any) -> bool:

@@ -13,14 +13,17 @@ program for every role (same shapes); `update(role, ...)` applies it to that
 role's adapters and optimizer state, which the step donates. After an update,
 take sampling weights anew (`sampling_weights(role)`): the old ones are freed.
 
-Also here, for every loop: checks of a resumed run's settings and the run record
-(config.json); training/driver.py runs them in the lifecycle both loops share.
+Also here, for every loop (training/driver.py runs them in the lifecycle both loops share): the
+checkpointer (which holds the workdir's lock, training/lock.py), the decision to start or resume and its
+refusals (`resume_step`: a workdir's run is never restarted or mixed with another in silence), the restore
+that falls back to the last intact checkpoint (`restore_intact`) and the run record (config.json).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -34,14 +37,20 @@ from cmat_jax.models.lora import LoRA
 from cmat_jax.settings.run import RunSettings
 from cmat_jax.training import build
 from cmat_jax.training.config import cmat_config, default_config
-from cmat_jax.training.checkpoint import DEFAULT_ROLE, Checkpointer, check_role, checkpoint_directory
-from cmat_jax.training.metrics import truncate_metrics_after
+from cmat_jax.fileio import write_text_atomic
+from cmat_jax.training.checkpoint import (DEFAULT_ROLE, CheckpointUnreadable, Checkpointer, check_role,
+                                          checkpoint_directory)
+from cmat_jax.training.lock import lock_workdir
+from cmat_jax.training.metrics import METRICS_FILE, TENSORBOARD_DIR, check_metrics_file, truncate_metrics_after
 from cmat_jax.training.optimizer import make_optimizer, make_schedule
 from cmat_jax.training.step import BATCH_KEYS, LossFn, make_train_step, sft_loss
+from cmat_jax.training.workdir import CONFIG_FILE, START_OVER, config_for_resume, run_records
 
 # Settings a resumed run may change without changing the data order or the math of a step
 # (train.steps only where the schedule allows it: see steps_change).
-RESUMABLE_CHANGES = ("train.steps", "train.log_every", "resume", "workdir", "mesh", "checkpoint", "distributed")
+RESUMABLE_CHANGES = ("train.steps", "train.log_every", "resume", "overwrite", "workdir", "mesh", "checkpoint",
+                     "distributed")
+
 
 
 # -- resume checks and the run record ------------------------------------------
@@ -84,9 +93,23 @@ def config_differences(saved: dict, current: dict, resumable: Sequence[str] = RE
 
 
 def make_checkpointer(config, workdir: str) -> Checkpointer:
+    """The run's checkpointer, holding the workdir's lock (training/lock.py): a second run on the workdir is
+    refused here, before anything reads or writes it. Process 0 takes the lock; every process gets its verdict.
+    The checkpointer's close() releases it."""
+    held = []
+
+    def take() -> None:
+        held.append(lock_workdir(workdir))
+
+    distributed.on_main(take)
     c = config.checkpoint
-    return Checkpointer(checkpoint_directory(config, workdir), every=int(c.every), keep=int(c.keep),
-                        async_save=bool(c.async_save))
+    try:
+        return Checkpointer(checkpoint_directory(config, workdir), every=int(c.every), keep=int(c.keep),
+                            async_save=bool(c.async_save), lock=held[0] if held else None)
+    except BaseException:
+        for lock in held:
+            lock.release()
+        raise
 
 
 def default_settings(mode: str) -> dict:
@@ -94,33 +117,78 @@ def default_settings(mode: str) -> dict:
     return json.loads((cmat_config() if mode == "cmat" else default_config()).to_json())
 
 
+def _fresh_start(config, directory: str, workdir: str, latest: Optional[int]) -> bool:
+    """Refuses a fresh run on a workdir holding a run, unless config.overwrite; then deletes that run's files
+    here (process 0) and returns True: its checkpoints are for every process to delete."""
+    records, elsewhere = run_records(workdir, directory, latest)
+    if not records:
+        return False
+    if not config.get("overwrite", False):
+        raise FileExistsError(f"{workdir} already holds a run ({'; '.join(records)}); pass --config.resume=true "
+                              "to continue it, --config.overwrite=true to replace it (deleting it), or choose another "
+                              "--config.workdir")
+    logging.warning("overwrite=true: deleting the run in %s (%s)%s", workdir, "; ".join(records),
+                    f"; its checkpoints in {elsewhere} are left as they are" if elsewhere else "")
+    for name in (METRICS_FILE, CONFIG_FILE):
+        if os.path.isfile(os.path.join(workdir, name)):
+            os.remove(os.path.join(workdir, name))
+    shutil.rmtree(os.path.join(workdir, TENSORBOARD_DIR), ignore_errors=True)
+    return latest is not None
+
+
+def _nothing_to_resume(config, directory: str, workdir: str) -> None:
+    """resume=true found no checkpoint: an error when the workdir holds a run's records, else a warning."""
+    records, elsewhere = run_records(workdir, directory, None)
+    if not records:
+        logging.warning("resume requested, but %s holds no checkpoint in %s and no metrics: starting the run at "
+                        "step 0", workdir, directory)
+        return
+    hint = (f"pass --config.checkpoint.directory={elsewhere} to continue from there" if elsewhere else
+            "if the run kept its checkpoints elsewhere, pass --config.checkpoint.directory=<that directory>; if "
+            f"it stopped before its first checkpoint, {START_OVER}")
+    raise FileNotFoundError(f"cannot resume {workdir}: it holds {'; '.join(records)}, but no checkpoint was found "
+                            f"in {directory} (checkpoint.directory={config.checkpoint.directory!r}); {hint}")
+
+
 def resume_step(config, checkpointer: Checkpointer, workdir: str, *,
                 resumable: Sequence[str] = RESUMABLE_CHANGES,
                 extra_checks: Callable[[dict, dict], list[str]] = lambda saved, current: steps_change(
-                    saved["train"], current["train"])) -> Optional[int]:
-    """The checkpoint to continue from, or None for a fresh start; refuses unsafe combinations.
+                    saved["train"], current["train"]),
+                end_step: Optional[int] = None, end_field: str = "train.steps") -> Optional[int]:
+    """The checkpoint to continue from, or None for a fresh start; refuses what would lose or mix up a run.
 
-    A workdir with checkpoints needs `resume`; a resumed run must match the saved
-    config.json except for `resumable` settings and what `extra_checks(saved, current)` allows.
-    Process 0 (which alone writes config.json) compares, and every process gets its verdict.
+    - resume=false on a workdir that holds a run (checkpoints, metrics, or a config.json naming checkpoints
+      elsewhere or unreadable) is refused, unless `overwrite`, which deletes that run first;
+    - resume=true where no checkpoint is found but the workdir holds a run's records is refused, naming where
+      checkpoints were looked for and how to point there;
+    - a resumed run needs its config.json and must match it, except for `resumable` settings and what
+      `extra_checks(saved, current)` allows; metrics.jsonl is read here (a bad line named before anything
+      expensive is built);
+    - a resumed run cannot end (at `end_step`, which `end_field` sets) before its latest checkpoint.
+    Process 0 (which alone writes config.json) reads the files and decides; every process gets its verdict.
     """
-    latest = checkpointer.latest_step()
-    if latest is None:
-        if config.resume:
-            logging.info("resume requested but %s holds no checkpoint; starting at step 0", workdir)
-        return None
+    if config.resume and config.get("overwrite", False):
+        raise ValueError("resume and overwrite are both true: resume=true continues the workdir's run, "
+                         "overwrite=true replaces it; pass one of them")
+    latest, directory = checkpointer.latest_step(), checkpointer.directory
     if not config.resume:
-        raise FileExistsError(
-            f"{workdir} already holds checkpoints (latest step {latest}); pass --config.resume=true to "
-            "continue that run, or choose another --config.workdir"
-        )
-    config_path = os.path.join(workdir, "config.json")
+        if distributed.on_main(lambda: _fresh_start(config, directory, workdir, latest)):
+            for step in checkpointer.all_steps():
+                checkpointer.delete(step)
+        return None
+    if latest is None:
+        distributed.on_main(lambda: _nothing_to_resume(config, directory, workdir))
+        return None
+    if end_step is not None and latest > end_step:
+        raise ValueError(f"cannot resume {workdir}: its latest checkpoint is step {latest}, past step {end_step} "
+                         f"where this config ends the run ({end_field}); a run cannot go back. Raise {end_field} "
+                         "to go on, or use the checkpoints as they are (python -m cmat_jax.evaluate, "
+                         "tools/export_hf.py)")
 
     def differences() -> list[str]:
-        if not os.path.isfile(config_path):
-            return []
-        with open(config_path, encoding="utf-8") as f:
-            saved, current = json.load(f), json.loads(config.to_json())
+        saved = config_for_resume(workdir)
+        check_metrics_file(os.path.join(workdir, METRICS_FILE))
+        current = json.loads(config.to_json())
         return config_differences(saved, current, resumable, default_settings(config.mode)) + \
             extra_checks(saved, current)
 
@@ -134,16 +202,36 @@ def resume_step(config, checkpointer: Checkpointer, workdir: str, *,
     return latest
 
 
+def restore_intact(checkpointer: Checkpointer, restore: Callable[[int], object], latest: int) -> int:
+    """Restores (with `restore(step)`) the newest step up to `latest` that reads back whole; returns that step.
+
+    Each newer step that raised CheckpointUnreadable is then moved aside (Checkpointer.set_aside: renamed, never
+    deleted), with one warning line. When no step restores, one CheckpointUnreadable says why each failed, and
+    nothing is moved: a run whose every step fails alike has other settings or code than the run that wrote them.
+    """
+    failures: list[tuple[int, str]] = []
+    for step in sorted((s for s in checkpointer.all_steps() if s <= latest), reverse=True):
+        try:
+            restore(step)
+        except CheckpointUnreadable as e:
+            failures.append((step, str(e)))
+            continue
+        for bad, reason in failures:
+            moved = checkpointer.set_aside(bad)
+            logging.warning("%s; moved it to %s and resumed from step %d", reason, moved, step)
+        return step
+    raise CheckpointUnreadable(
+        f"no checkpoint in {checkpointer.directory} can be restored ({'; '.join(r for _, r in failures)}); "
+        f"if a step is damaged, so are the earlier ones: {START_OVER}", latest)
+
+
 def record_run(config, workdir: str, step: int) -> None:
     """Writes the run's config (for resume checks and export) and drops metrics past `step` (main process only)."""
     if jax.process_index() != 0:
         return
     os.makedirs(workdir, exist_ok=True)
-    config_path = os.path.join(workdir, "config.json")
-    with open(config_path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(config.to_json(indent=2))
-    os.replace(config_path + ".tmp", config_path)
-    truncate_metrics_after(os.path.join(workdir, "metrics.jsonl"), step)
+    write_text_atomic(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2))
+    truncate_metrics_after(os.path.join(workdir, METRICS_FILE), step)
 
 
 def check_batch_layout(rows: int, microbatches: int, mesh, rows_field: str = "data.batch_size") -> None:

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmat_jax import distributed
+from cmat_jax import distributed, interrupts
 from cmat_jax.settings.run import RunSettings
 from cmat_jax.training import build
 from cmat_jax.training.checkpoint import DEFAULT_ROLE
@@ -52,7 +52,8 @@ class Trainer(Driver):
         """`mesh` overrides the mesh settings (e.g. a sub-mesh of some devices); `batches` overrides the data
         settings with any iterator that has state() and restore() (and yields whole batches; the trainer's
         own yield this process's rows)."""
-        super().__init__(settings, mesh=mesh)  # the resume checks, before anything expensive is built
+        # The resume checks, before anything expensive is built.
+        super().__init__(settings, mesh=mesh, end_step=settings.train.steps)
         rows = settings.data.batch_size
         distributed.check_process_share(rows, "data.batch_size")
         check_batch_layout(rows, settings.train.microbatches, self.mesh)
@@ -131,6 +132,7 @@ class Trainer(Driver):
                     writer.write(step, record)
 
             while self.step < total:
+                interrupts.check()  # a signal stops the run here, between steps
                 host_batch = next(self.batches)
                 data_state = self.batches.state()
                 batch = self.put_batch(host_batch)

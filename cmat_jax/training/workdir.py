@@ -1,7 +1,12 @@
-"""A finished (or running) training workdir -> the tuned model.
+"""A finished (or running) training workdir: what it holds, and the tuned model.
 
-The workdir holds the run's config.json and orbax checkpoints of the adapters;
-the base is rebuilt from the config exactly as the trainer built it.
+The workdir holds the run's config.json (the record of its settings),
+metrics.jsonl, and orbax checkpoints of the adapters (in
+checkpoint.directory, by default <workdir>/checkpoints). `saved_config` reads
+config.json with one-line errors naming the file; `saved_steps` lists the steps
+a checkpoint directory holds without opening it with orbax; `resume_hint` is
+the sentence a stopped run ends with. `load_trained_model` rebuilds the base
+from the config exactly as the trainer built it and restores the adapters.
 """
 
 from __future__ import annotations
@@ -21,21 +26,97 @@ from cmat_jax.models.transformer import Transformer
 from cmat_jax.settings.model import LoraSettings, ModelSettings
 from cmat_jax.settings.training import TrainSettings
 from cmat_jax.training import build
-from cmat_jax.training.checkpoint import DEFAULT_ROLE, Checkpointer, checkpoint_directory
+from cmat_jax.training.checkpoint import DEFAULT_ROLE, Checkpointer, checkpoint_directory, checkpoint_path
+from cmat_jax.training.metrics import METRICS_FILE
+
+
+CONFIG_FILE = "config.json"
+START_OVER = "start over with --config.resume=false --config.overwrite=true"
+
+
+def saved_config(workdir: str) -> dict:
+    """The run's config.json as a dict: FileNotFoundError when it is missing, ValueError when it is not a
+    run config (each naming the file)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist; expected the workdir of a `python -m cmat_jax.train` run")
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(k), dict) for k in ("train", "checkpoint")):
+        raise ValueError(f"{path} is not a run config (expected a JSON object with the train and checkpoint "
+                         "sections that `python -m cmat_jax.train` writes)")
+    return saved
 
 
 def read_run_config(workdir: str) -> config_dict.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist; expected the workdir of a `python -m cmat_jax.train` run")
-    with open(path, encoding="utf-8") as f:
-        return config_dict.ConfigDict(json.load(f))
+    """saved_config as a ConfigDict, as the run had it."""
+    return config_dict.ConfigDict(saved_config(workdir))
+
+
+def saved_steps(directory: str) -> list[int]:
+    """The steps whose directories `directory` holds (orbax's complete steps: named by their number)."""
+    path = epath.Path(directory)
+    if not path.is_dir():
+        return []
+    return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+def run_records(workdir: str, directory: str, latest: Optional[int]) -> tuple[list[str], Optional[str]]:
+    """What `workdir` holds of a run, in words (checkpoints in `directory`, metrics records, a config.json
+    that is unreadable or names checkpoints elsewhere), and that other checkpoint directory if there is one."""
+    records = [f"checkpoints up to step {latest} in {directory}"] if latest is not None else []
+    metrics = os.path.join(workdir, METRICS_FILE)
+    if os.path.isfile(metrics) and os.path.getsize(metrics):
+        with open(metrics, "rb") as f:
+            records.append(f"{sum(1 for line in f if line.strip())} lines of {METRICS_FILE}")
+    elsewhere = None
+    if os.path.isfile(os.path.join(workdir, CONFIG_FILE)):
+        try:
+            recorded = saved_config(workdir)["checkpoint"].get("directory") or os.path.join(workdir, "checkpoints")
+        except ValueError as e:
+            records.append(f"a {CONFIG_FILE} that cannot be read ({e})")
+        else:
+            steps = saved_steps(recorded) if checkpoint_path(recorded) != directory else []
+            if steps:
+                elsewhere = recorded
+                records.append(f"a {CONFIG_FILE} whose checkpoint.directory {recorded} holds steps {steps}")
+    return records, elsewhere
+
+
+def config_for_resume(workdir: str) -> dict:
+    """config.json, which a resume is checked against; its absence or damage refused with the fix."""
+    try:
+        return saved_config(workdir)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"cannot resume {workdir}: {os.path.join(workdir, CONFIG_FILE)}, the record of the run's settings, is "
+            "missing, so this run's settings cannot be checked against the run's; put the file back (e.g. from a "
+            f"copy of the workdir), or {START_OVER}") from None
+    except ValueError as e:
+        raise ValueError(f"cannot resume {workdir}: {e}; it is the record of the run's settings: put back a good "
+                         f"copy, or {START_OVER}") from None
+
+
+def resume_hint(config, workdir: str) -> str:
+    """Where a stopped run goes on from, as a sentence: its latest checkpoint, or that there is none."""
+    directory = checkpoint_directory(config, workdir)
+    steps = saved_steps(directory)
+    if steps:
+        return (f"The latest checkpoint is step {steps[-1]} in {directory}: continue with the same command and "
+                "--config.resume=true.")
+    again = "start over with --config.overwrite=true" if run_records(workdir, checkpoint_path(directory), None)[0] \
+        else "run the same command again to start over"
+    return (f"No checkpoint is in {directory} yet (checkpoint.every is {config.checkpoint.every}): there is "
+            f"nothing to resume; {again}.")
 
 
 def saved_roles(workdir: str, step: Optional[int] = None) -> list[str]:
     """The roles whose adapters checkpoint `step` (default: the latest) holds: ['assistant'] for SFT runs,
     also 'checker' for CMAT runs with a learned Checker."""
-    has_config = os.path.isfile(os.path.join(workdir, "config.json"))
+    has_config = os.path.isfile(os.path.join(workdir, CONFIG_FILE))
     directory = checkpoint_directory(read_run_config(workdir), workdir) if has_config else \
         os.path.join(workdir, "checkpoints")
     checkpointer = Checkpointer(directory, every=1, keep=1 << 30, async_save=False)

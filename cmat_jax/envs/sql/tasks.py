@@ -153,6 +153,8 @@ def _gold_query(record: dict) -> str | None:
 def load_tasks(path: str | os.PathLike) -> list[SqlTask]:
     """Reads DBBench tasks from a JSONL file (one JSON object per line; blank lines are skipped)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"DBBench task file {path!r} is a directory; pass the path of a DBBench .jsonl file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"DBBench task file {path!r} does not exist; pass the path of a DBBench .jsonl file")
     name = os.path.basename(path)
