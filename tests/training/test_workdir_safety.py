@@ -410,12 +410,12 @@ def test_fuzz_sql_refuses_a_report_path_it_cannot_write_before_it_runs(tmp_path)
 
 def test_task_files_and_counts_are_reported_by_what_they_are(tmp_path):
     from cmat_jax.envs.sql.tasks import load_tasks
-    from cmat_jax.rl.tasks import task_pools
     from cmat_jax.training.config import cmat_config
 
     with pytest.raises(IsADirectoryError, match=re.escape(f"{tmp_path}' is a directory")):
         load_tasks(tmp_path)
-    tasks = cmat_config().tasks
-    tasks.train_count = 0
-    with pytest.raises(ValueError, match=r"tasks\.train_count is 0; the generator needs a positive number"):
-        task_pools(tasks)
+    config = cmat_config()
+    config.tasks.train_count = 0
+    with pytest.raises(ValueError, match=r"tasks\.train_count must be an integer >= 1 \(generated training tasks\), "
+                                         r"found 0"):
+        parse_run(config)
