@@ -24,6 +24,7 @@ exit. With several processes (hosts), process 0 alone takes it
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import fcntl
 import json
@@ -137,7 +138,8 @@ def lock_workdir(workdir: str) -> WorkdirLock:
         _take_over(fd, path, workdir)
     except BaseException as e:
         if not isinstance(e, WorkdirInUse):  # the file is ours (flocked) and holds no holder: not left behind
-            os.unlink(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         os.close(fd)
         if isinstance(e, OSError) and not isinstance(e, WorkdirInUse) and e.filename is None:
             raise OSError(e.errno, e.strerror, path) from e  # a full disk names the file it could not write
