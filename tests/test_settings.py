@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-from cmat_jax import train
 from cmat_jax.settings import cmat as cmat_settings
 from cmat_jax.settings import model as model_settings
 from cmat_jax.settings import rollout as rollout_settings
@@ -41,10 +40,20 @@ def nothing_is_built(monkeypatch):
     monkeypatch.setattr(loop, "demonstrations", built)
 
 
+def start(config):
+    """What `python -m cmat_jax.train` starts (train.start; train.py itself is not imported here, since its
+    absl flags cannot be defined beside evaluate.py's in one test process)."""
+    from cmat_jax.rl.loop import CmatRun
+    from cmat_jax.training.trainer import Trainer
+
+    settings = parse_run(config)
+    return CmatRun(settings) if settings.mode == "cmat" else Trainer(settings)
+
+
 def refusal(config) -> str:
     """The one-line message a run of `config` stops with, before its model is built."""
     with pytest.raises(SettingError) as refused:
-        train.start(parse_run(config))
+        start(config)
     message = str(refused.value)
     assert "\n" not in message
     return message

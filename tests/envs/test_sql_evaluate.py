@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from cmat_jax import evaluate
+from cmat_jax.agents.engine import RolloutEngine
 from cmat_jax.agents.trajectory import Trajectory
 from cmat_jax.envs.sql import grading
 from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS
@@ -74,7 +75,7 @@ def test_a_workdir_that_cannot_be_made_fails_before_any_episode(tmp_path, monkey
     config.tasks = str(_tasks_file(tmp_path))
     config.workdir = str(tmp_path / "a_file")
     (tmp_path / "a_file").write_text("")
-    monkeypatch.setattr(evaluate.RolloutEngine, "run", lambda *a, **k: pytest.fail("an episode ran"))
+    monkeypatch.setattr(RolloutEngine, "run", lambda *a, **k: pytest.fail("an episode ran"))
     with pytest.raises(FileExistsError):
         evaluate.evaluate(config)
 
