@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-from cmat_jax import train
 from cmat_jax.settings import cmat as cmat_settings
 from cmat_jax.settings import model as model_settings
 from cmat_jax.settings import rollout as rollout_settings
@@ -42,9 +41,15 @@ def nothing_is_built(monkeypatch):
 
 
 def refusal(config) -> str:
-    """The one-line message a run of `config` stops with, before its model is built."""
+    """The one-line message a run of `config` stops with, before its model is built: its settings parsed, then
+    its driver built as `python -m cmat_jax.train` builds it (train.start; that module is not imported here, as
+    its command-line flags would clash with those of cmat_jax/evaluate.py, which other tests import)."""
+    from cmat_jax.rl.loop import CmatRun
+    from cmat_jax.training.trainer import Trainer
+
     with pytest.raises(SettingError) as refused:
-        train.start(parse_run(config))
+        settings = parse_run(config)
+        (CmatRun if settings.mode == "cmat" else Trainer)(settings)
     message = str(refused.value)
     assert "\n" not in message
     return message
