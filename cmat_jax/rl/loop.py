@@ -1,6 +1,7 @@
 """The CMAT loop (`python -m cmat_jax.train` with mode='cmat').
 
-    SFT warm start: train.steps steps on the oracle's episodes of the training tasks
+    SFT warm start: train.steps steps on the oracle's episodes of the training tasks (with tasks.demo_count,
+        of its first N tasks only; the others are reward-only: rl/tasks.py)
     evaluation at iteration 0 (greedy, held-out tasks)
     for each iteration:
         the User draws rollout.tasks_per_iteration tasks (curriculum)
@@ -20,6 +21,8 @@ the data position are host items of the checkpoint, saved with the adapters
 and optimizer states after the warm start and every checkpoint.every
 iterations. A killed run resumed with --config.resume=true therefore repeats
 exactly what the uninterrupted run did (every metric except wall-clock times).
+The checkpoints also record which tasks were the warm start's demonstrations,
+and a resume is held to them.
 
 Settings are typed and checked before anything runs (cmat_jax/settings/); the
 lengths that depend on the prompts (rollout.max_len, rl.seq_len) are checked
@@ -52,7 +55,7 @@ from cmat_jax.rl.advantages import make_advantage
 from cmat_jax.rl.objectives import ObjectiveConfig, check_reference, objective_loss
 from cmat_jax.rl.report import plot_success, summary_table
 from cmat_jax.rl.rows import RL_BATCH_KEYS, pack_segments
-from cmat_jax.rl.tasks import task_pools
+from cmat_jax.rl.tasks import check_restored_demonstrations, split_demonstrations, task_pools
 from cmat_jax.demos.warmup import demonstrations, write_demonstrations
 from cmat_jax.rollout import build_rollout_engine, longest_opening
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
@@ -119,6 +122,8 @@ class CmatRun(Driver):
         c, seed = self.cmat, settings.seed
         self.tokenizer = load_tokenizer(build.tokenizer_path(settings))
         self.train_tasks, self.eval_tasks = task_pools(c.tasks)
+        # Only these tasks' oracle episodes are played; the rest of the pool is reward-only.
+        self.demo_tasks, _ = split_demonstrations(self.train_tasks, c.tasks.demo_count)
         instructions = INSTRUCTIONS[c.rollout.instructions]
         self.user = User(self.train_tasks, seed=seed, curriculum=c.rollout.curriculum,
                          boost=c.rollout.curriculum_boost, instructions=instructions)
@@ -132,7 +137,7 @@ class CmatRun(Driver):
         # Every process reads its own copy (another host may not see the workdir); process 0's is the run's record.
         path = os.path.join(self.workdir if self.is_main else distributed.scratch_dir(), "warmup_demonstrations.jsonl")
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_demonstrations(path, demonstrations(self.train_tasks, self.user, SqlEnvConfig(),
+        write_demonstrations(path, demonstrations(self.demo_tasks, self.user, SqlEnvConfig(),
                                                   recovery_fraction=warm.recovery_fraction, seed=self.settings.seed,
                                                   reflection_fraction=warm.reflection_fraction,
                                                   tokenizer=self.tokenizer))
@@ -159,7 +164,8 @@ class CmatRun(Driver):
         return {"iteration": self.iteration, "updates": self.updates, "skipped": self.skipped_steps,
                 "user": self.user.state(), "memory": self.memory.state(),
                 "advantages": {role: e.state() for role, e in self.estimators.items()},
-                "data": self.warm_batches.state() if self.warm_batches is not None else {}}
+                "data": self.warm_batches.state() if self.warm_batches is not None else {},
+                "demonstrations": [t.task_id for t in self.demo_tasks]}
 
     def restore_host(self, host: dict) -> None:
         self.iteration = int(host["iteration"])
@@ -170,6 +176,7 @@ class CmatRun(Driver):
             estimator.restore(host["advantages"][role])
         if self.warm_batches is not None and host["data"]:
             self.warm_batches.restore(host["data"])
+        check_restored_demonstrations(host.get("demonstrations"), [t.task_id for t in self.demo_tasks])
 
     # -- the run -----------------------------------------------------------
 

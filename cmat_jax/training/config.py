@@ -157,6 +157,9 @@ def cmat_config() -> config_dict.ConfigDict:
     c.tasks.eval_count = 64
     c.tasks.train_seed = 0
     c.tasks.eval_seed = 1  # another seed: other tables and questions
+    # The first demo_count training tasks become warm-start demonstrations; the others are reward-only (the
+    # iterations roll them out, their oracle episode is never played). None: every training task.
+    c.tasks.demo_count = config_dict.placeholder(int)
     c.rollout = _rollout()
 
     c.reflection = config_dict.ConfigDict()
