@@ -101,3 +101,8 @@ def rollout_metrics(trajectories: Sequence[Trajectory], format_penalty: float) -
         # successes whose answer the database showed: the rest were right by luck (rl/grounding.py)
         "grounded_success_rate": sum(t.correct and grounded(t) for t in trajectories) / n,
     }
+
+
+def reflections_used(trajectories: Sequence[Trajectory]) -> int:
+    """The retries among `trajectories`: each follows one reflection on the failed trial before it."""
+    return sum(t.trial > 0 for t in trajectories)

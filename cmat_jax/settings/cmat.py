@@ -83,6 +83,8 @@ class RlSettings(Section):
     seq_len: int
     learning_rate: float
     eval_every: int
+    sft_twin: bool  # after the iterations, more SFT from the same warm start, compared (rl/sft_twin.py)
+    sft_twin_steps: int  # the twin's steps; 0: as long as the iterations' rollouts and updates took
 
     def __post_init__(self):
         self.check("iterations", integer, 0)
@@ -99,6 +101,14 @@ class RlSettings(Section):
         self.check("seq_len", integer, 1, what="tokens per update row")
         self.check("learning_rate", number, low=0.0, low_open=True)
         self.check("eval_every", integer, 1, what="iterations between evaluations")
+        self.check("sft_twin", flag)
+        self.check("sft_twin_steps", integer, 0, what="the SFT twin's steps; 0: as long as the iterations took")
+        if self.sft_twin and self.iterations == 0:
+            raise SettingError("rl.sft_twin is true but rl.iterations is 0: the twin runs for as long as the "
+                               "iterations took; set rl.iterations >= 1 or rl.sft_twin=false")
+        if self.sft_twin_steps and not self.sft_twin:
+            raise SettingError(f"rl.sft_twin_steps is {self.sft_twin_steps} but rl.sft_twin is false, so no twin "
+                               "runs; set rl.sft_twin=true or leave rl.sft_twin_steps at 0")
 
 
 @dataclasses.dataclass(frozen=True)

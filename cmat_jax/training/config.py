@@ -211,4 +211,8 @@ def _rl() -> config_dict.ConfigDict:
     r.seq_len = 1024
     r.learning_rate = 1e-3
     r.eval_every = 5  # iterations between greedy evaluations on tasks.eval (and at the start and end)
+    # After the iterations, continue SFT on the same demonstrations from the same warm start for the iterations'
+    # training time (or rl.sft_twin_steps steps when > 0), and compare (cmat_jax/rl/sft_twin.py).
+    r.sft_twin = False
+    r.sft_twin_steps = 0
     return r

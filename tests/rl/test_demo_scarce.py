@@ -1,6 +1,9 @@
-"""The demonstration-scarce warm start (tasks.demo_count) at toy scale."""
+"""The demonstration-scarce warm start (tasks.demo_count) and the SFT twin (rl.sft_twin) at toy scale."""
 
+import json
+import os
 import re
+import shutil
 
 import pytest
 
@@ -8,8 +11,8 @@ from cmat_jax.demos import warmup
 from cmat_jax.rl.loop import CmatRun
 from cmat_jax.settings.run import parse_run
 from tests import test_settings
-from tests.rl.test_cmat_loop import run, small_config
-from tests.test_settings import refusal
+from tests.rl.test_cmat_loop import read_metrics, run, small_config
+from tests.test_settings import ModelBuilt, refusal
 
 nothing_is_built = test_settings.nothing_is_built  # the fixture: refusals come before the model is built
 
@@ -113,3 +116,102 @@ def test_demo_count_zero_without_a_warm_start_is_accepted(tmp_path):
     assert settings.cmat.tasks.demo_count == 0
     assert split_demonstrations(list(range(5)), None) == (list(range(5)), [])
     assert split_demonstrations(list(range(5)), 2) == ([0, 1], [2, 3, 4])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train.steps": 0}, "rl.sft_twin is true but train.steps is 0"),
+    ({"rl.iterations": 0}, "rl.sft_twin is true but rl.iterations is 0"),
+    ({"rl.sft_twin_steps": -2}, "rl.sft_twin_steps must be an integer >= 0"),
+    ({"rl.sft_twin": False, "rl.sft_twin_steps": 4}, "rl.sft_twin_steps is 4 but rl.sft_twin is false"),
+])
+def test_bad_twin_settings_are_refused(tmp_path, nothing_is_built, overrides, message):
+    assert message in refusal(small_config(tmp_path / "w", **{"rl.sft_twin": True, **overrides}))
+    assert not (tmp_path / "w").exists()
+
+
+def without_twin_timings(records):
+    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "step_s", "eval_s", "train_s")}
+            for r in records]
+
+
+def twin_ends(workdir):
+    """(the twin's SFT step counts, its last evaluation)."""
+    twin = read_metrics(workdir / "sft_twin")
+    return [r["twin_step"] for r in twin if r["phase"] == "sft"], [r for r in twin if r["phase"] == "eval"][-1]
+
+
+def test_the_sft_twin_continues_the_warm_start_and_is_summarised(tmp_path, monkeypatch):
+    import jax
+    import numpy as np
+
+    from cmat_jax.rl import sft_twin
+    from cmat_jax.training import build
+
+    overrides = {"tasks.demo_count": 4, "rl.sft_twin": True, "rl.sft_twin_steps": 4, "checkpoint.keep": 10}
+    workdir = tmp_path / "w"
+    started = []
+    real_restore = sft_twin.SftTwin._restore
+
+    def spy(self, state, restore_host):
+        real_restore(self, state, restore_host)
+        started.append(jax.device_get(state.adapters["assistant"]))
+
+    monkeypatch.setattr(sft_twin.SftTwin, "_restore", spy)
+    run(small_config(workdir, **{**overrides, "rl.iterations": 1}))
+    steps, last = twin_ends(workdir)
+    assert steps == [1, 2, 3, 4] and last["final"] and last["beside_iteration"] == 1
+    # Resumed for one more iteration, the run goes on from its checkpoint and the twin is replayed beside it.
+    run(resumed_config(workdir, **overrides))
+    assert [(r["phase"], r["iteration"]) for r in read_metrics(workdir)][-4:] == [
+        ("rl", 1), ("eval", 1), ("rl", 2), ("eval", 2)]
+    twin = read_metrics(workdir / "sft_twin")
+    steps, last = twin_ends(workdir)
+    assert steps == [1, 2, 3, 4] and last["final"] and last["twin_step"] == 4 and last["beside_iteration"] == 2
+
+    # It started from the warm start's adapters (the run's checkpoint at train.steps), both times.
+    cmat = CmatRun(parse_run(resumed_config(workdir, **overrides)))
+    try:
+        cmat.state.restore(3)
+        warm = jax.device_get(cmat.state.adapters["assistant"])
+    finally:
+        cmat.close()
+    assert len(started) == 2
+    for adapters in started:
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(adapters), jax.tree.leaves(warm)))
+
+    with open(workdir / "summary.json", encoding="utf-8") as f:
+        summary = json.load(f)
+    assert summary["twin"]["steps"] == 4 and "cmat_minus_twin_points" in summary
+    assert "SFT twin, 4 more steps" in (workdir / "summary.txt").read_text()
+
+    # A run killed during its twin replays the twin from the warm start on resume, to the same records.
+    lines = (workdir / "sft_twin" / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (workdir / "sft_twin" / "metrics.jsonl").write_text("".join(lines[:2]))
+    run(resumed_config(workdir, **overrides))
+    assert without_twin_timings(read_metrics(workdir / "sft_twin")) == without_twin_timings(twin)
+    assert os.path.isfile(workdir / "success.png")
+
+    # Without the twin's copy of the warm start a resume is refused before the model is built, and leaves the
+    # workdir's lock free.
+    copies = workdir / "sft_twin" / "checkpoints"
+    shutil.move(copies, tmp_path / "copies")
+    def built(*args, **kwargs):
+        raise ModelBuilt("the model was built before the refusal")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(build, "build_model", built)
+        with pytest.raises(FileNotFoundError, match=r"the twin starts from its copy of the warm start \(step 3\)"):
+            CmatRun(parse_run(resumed_config(workdir, **overrides)))
+    assert not (workdir / "run.lock").exists()
+    shutil.rmtree(copies, ignore_errors=True)  # what the refused run's twin may have created
+    shutil.move(tmp_path / "copies", copies)
+
+    # A fresh run that replaces the workdir's run (overwrite) starts its twin empty: the old copy and records go.
+    fresh = small_config(workdir, **overrides)
+    fresh.overwrite = True
+    cmat = CmatRun(parse_run(fresh))
+    try:
+        assert cmat.twin.checkpointer.all_steps() == []
+        assert (workdir / "sft_twin" / "metrics.jsonl").read_text() == ""
+    finally:
+        cmat.close()
