@@ -24,6 +24,7 @@ import numpy as np
 from cmat_jax.agents.rewards import assistant_reward
 from cmat_jax.agents.trajectory import ASSISTANT_ROLE, CHECKER_ROLE, FORMAT_FAILURE, Trajectory, Turn
 from cmat_jax.rl.advantages import GroupAdvantages
+from cmat_jax.rl.grounding import grounded
 from cmat_jax.rl.rows import Segment
 
 TRAINABLE_ROLES = (ASSISTANT_ROLE, CHECKER_ROLE)
@@ -87,7 +88,8 @@ def training_segments(trajectories: Sequence[Trajectory], role: str, format_pena
 
 
 def rollout_metrics(trajectories: Sequence[Trajectory], format_penalty: float) -> dict[str, float]:
-    """success_rate, reward_mean, format_failure_rate over trajectories; checker_block_rate over statements."""
+    """success_rate, reward_mean, format_failure_rate, grounded_success_rate over trajectories;
+    checker_block_rate over statements."""
     n = max(len(trajectories), 1)
     statements = [t for tr in trajectories for t in tr.role_turns(ASSISTANT_ROLE) if t.info.get("sql") is not None]
     blocked = [t for t in statements if not t.info.get("executed", True)]
@@ -96,4 +98,11 @@ def rollout_metrics(trajectories: Sequence[Trajectory], format_penalty: float) -
         "reward_mean": sum(assistant_reward(t, format_penalty) for t in trajectories) / n,
         "format_failure_rate": sum(t.status == FORMAT_FAILURE and not t.correct for t in trajectories) / n,
         "checker_block_rate": len(blocked) / max(len(statements), 1),
+        # successes whose answer the database showed: the rest were right by luck (rl/grounding.py)
+        "grounded_success_rate": sum(t.correct and grounded(t) for t in trajectories) / n,
     }
+
+
+def reflections_used(trajectories: Sequence[Trajectory]) -> int:
+    """The retries among `trajectories`: each follows one reflection on the failed trial before it."""
+    return sum(t.trial > 0 for t in trajectories)

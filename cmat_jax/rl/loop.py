@@ -1,6 +1,7 @@
 """The CMAT loop (`python -m cmat_jax.train` with mode='cmat').
 
-    SFT warm start: train.steps steps on the oracle's episodes of the training tasks
+    SFT warm start: train.steps steps on the oracle's episodes of the training tasks (with tasks.demo_count,
+        of its first N tasks only; the others are reward-only: rl/tasks.py)
     evaluation at iteration 0 (greedy, held-out tasks)
     for each iteration:
         the User draws rollout.tasks_per_iteration tasks (curriculum)
@@ -8,7 +9,8 @@
         rewards -> advantages per (role, task) -> packed segments -> rl.update_epochs of updates
         per trained role (the Assistant; the learned Checker's own adapter with checker.train)
         every rl.eval_every iterations (and at the end): greedy evaluation on the held-out tasks
-    a plot of train and eval success over iterations, and a summary table
+    with rl.sft_twin: the SFT twin, more SFT from the warm start for the iterations' time (rl/sft_twin.py)
+    a plot of train and eval success over iterations, and the summary (summary.txt, summary.json: rl/report.py)
 
 metrics.jsonl holds one record per warm-start step (phase 'sft'), per iteration
 (phase 'rl') and per evaluation (phase 'eval'); TensorBoard shows the same
@@ -20,6 +22,8 @@ the data position are host items of the checkpoint, saved with the adapters
 and optimizer states after the warm start and every checkpoint.every
 iterations. A killed run resumed with --config.resume=true therefore repeats
 exactly what the uninterrupted run did (every metric except wall-clock times).
+The checkpoints also record which tasks were the warm start's demonstrations,
+and a resume is held to them.
 
 Settings are typed and checked before anything runs (cmat_jax/settings/); the
 lengths that depend on the prompts (rollout.max_len, rl.seq_len) are checked
@@ -50,9 +54,10 @@ from cmat_jax.eval_report import final_trajectories
 from cmat_jax.rl import episodes as episode_lib
 from cmat_jax.rl.advantages import make_advantage
 from cmat_jax.rl.objectives import ObjectiveConfig, check_reference, objective_loss
-from cmat_jax.rl.report import plot_success, summary_table
+from cmat_jax.rl.report import plot_success, write_summary
 from cmat_jax.rl.rows import RL_BATCH_KEYS, pack_segments
-from cmat_jax.rl.tasks import task_pools
+from cmat_jax.rl.sft_twin import SftTwin
+from cmat_jax.rl.tasks import check_restored_demonstrations, split_demonstrations, task_pools
 from cmat_jax.demos.warmup import demonstrations, write_demonstrations
 from cmat_jax.rollout import build_rollout_engine, longest_opening
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
@@ -82,6 +87,11 @@ class CmatRun(Driver):
         self._load_tasks(settings)
         super().__init__(settings, resumable=RESUMABLE_CHANGES, extra_checks=lambda saved, current: [],
                          end_step=settings.train.steps + c.rl.iterations, end_field="rl.iterations")
+        try:  # inside the workdir's lock and past the resume checks; closed before the lock goes (close())
+            self.twin = SftTwin(settings, resume_at=self.resume_at, is_main=self.is_main)
+        except BaseException:  # a refused resume leaves the workdir's lock free
+            super().close()
+            raise
         learned = c.checker.learned
         roles = (ASSISTANT_ROLE, CHECKER_ROLE) if learned else (ASSISTANT_ROLE,)
         self.trained_roles = (ASSISTANT_ROLE, CHECKER_ROLE) if c.checker.train else (ASSISTANT_ROLE,)
@@ -119,6 +129,8 @@ class CmatRun(Driver):
         c, seed = self.cmat, settings.seed
         self.tokenizer = load_tokenizer(build.tokenizer_path(settings))
         self.train_tasks, self.eval_tasks = task_pools(c.tasks)
+        # Only these tasks' oracle episodes are played; the rest of the pool is reward-only.
+        self.demo_tasks, _ = split_demonstrations(self.train_tasks, c.tasks.demo_count)
         instructions = INSTRUCTIONS[c.rollout.instructions]
         self.user = User(self.train_tasks, seed=seed, curriculum=c.rollout.curriculum,
                          boost=c.rollout.curriculum_boost, instructions=instructions)
@@ -132,7 +144,7 @@ class CmatRun(Driver):
         # Every process reads its own copy (another host may not see the workdir); process 0's is the run's record.
         path = os.path.join(self.workdir if self.is_main else distributed.scratch_dir(), "warmup_demonstrations.jsonl")
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_demonstrations(path, demonstrations(self.train_tasks, self.user, SqlEnvConfig(),
+        write_demonstrations(path, demonstrations(self.demo_tasks, self.user, SqlEnvConfig(),
                                                   recovery_fraction=warm.recovery_fraction, seed=self.settings.seed,
                                                   reflection_fraction=warm.reflection_fraction,
                                                   tokenizer=self.tokenizer))
@@ -159,7 +171,8 @@ class CmatRun(Driver):
         return {"iteration": self.iteration, "updates": self.updates, "skipped": self.skipped_steps,
                 "user": self.user.state(), "memory": self.memory.state(),
                 "advantages": {role: e.state() for role, e in self.estimators.items()},
-                "data": self.warm_batches.state() if self.warm_batches is not None else {}}
+                "data": self.warm_batches.state() if self.warm_batches is not None else {},
+                "demonstrations": [t.task_id for t in self.demo_tasks]}
 
     def restore_host(self, host: dict) -> None:
         self.iteration = int(host["iteration"])
@@ -170,6 +183,7 @@ class CmatRun(Driver):
             estimator.restore(host["advantages"][role])
         if self.warm_batches is not None and host["data"]:
             self.warm_batches.restore(host["data"])
+        check_restored_demonstrations(host.get("demonstrations"), [t.task_id for t in self.demo_tasks])
 
     # -- the run -----------------------------------------------------------
 
@@ -187,7 +201,8 @@ class CmatRun(Driver):
                 write(self._evaluate())  # the starting point: the base model
             while self.step < warm_steps:
                 interrupts.check()  # a signal stops the run here, between steps (and iterations below)
-                record = self._warm_step()
+                record = self._sft_update(self.step)
+                self.step += 1
                 bar.update(1)
                 bar.set_postfix(phase="sft", loss=f"{record['loss']:.3f}")
                 if self.step % self.settings.train.log_every == 0 or self.step == warm_steps:
@@ -195,6 +210,7 @@ class CmatRun(Driver):
                 if self.step == warm_steps:
                     # Evaluated before the save, so a run resumed from this checkpoint has the record.
                     write(self._evaluate())
+                    self.twin.save_warm_start(self.state, self._host_state())
                     self.save(self._host_state(), force=True)
                 elif self.checkpointer.should_save(self.step):
                     self.save(self._host_state())
@@ -208,24 +224,29 @@ class CmatRun(Driver):
                     write(self._evaluate())
                 if self.iteration == iterations or self.iteration % self.settings.checkpoint.every == 0:
                     self.save(self._host_state(), force=True)  # checkpoint.every counts iterations here
+        # Process 0 alone writes the records; every process plans the twin from them. The twin runs once the run's
+        # last save is written (records() waits for it), as it replaces the adapters.
+        history = distributed.on_main(self._history)
+        twin = self.twin.run(self.state, history, train_step=self._sft_update, evaluate=self._evaluate,
+                             restore_host=lambda host: self.warm_batches.restore(host["data"]))
         if self.is_main:
-            history = self._history()
             if any(r["phase"] == "eval" for r in history):
-                plot_success(history, os.path.join(self.workdir, "success.png"))
-                print(summary_table(history))
+                plot_success(history, os.path.join(self.workdir, "success.png"), twin=twin)
+                print(write_summary(self.workdir, history, twin))
         return records
 
     def _history(self) -> list[dict]:
         """Every record of the run's metrics.jsonl, those written before a resume included."""
         return [line.value for line in check_metrics_file(os.path.join(self.workdir, "metrics.jsonl"))]
 
-    def _warm_step(self) -> dict:
+    def _sft_update(self, step: int) -> dict:
+        """One SFT update on the next warm-start batch at schedule step `step` (the warm start's, then the twin's)."""
         start = time.perf_counter()
         host_batch = next(self.warm_batches)
         batch = self.state.put_batch(host_batch, keys=BATCH_KEYS, rows=self.settings.data.batch_size)
-        metrics, _ = self.read_metrics(self.state.update(ASSISTANT_ROLE, self.sft_step, batch, self.step),
-                                       where=f"warm-start step {self.step + 1} (update index {self.step})")
-        self.step += 1
+        phase = "warm-start" if step < self.warm_steps else "SFT twin"
+        metrics, _ = self.read_metrics(self.state.update(ASSISTANT_ROLE, self.sft_step, batch, step),
+                                       where=f"{phase} step {step + 1} (update index {step})")
         tokens = int(np.count_nonzero(host_batch["segment_ids"]))
         step_s = time.perf_counter() - start
         return {"phase": "sft", "iteration": 0, "loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
@@ -238,13 +259,18 @@ class CmatRun(Driver):
         key = jax.random.fold_in(jax.random.key(self.settings.seed), self.iteration)
         trajectories = self.train_engine.run(tasks, group_size=c.rollout.group_size, key=key,
                                              weights=self._weights(), memory=self.memory, user=self.user)
+        solved = 0
         for task in tasks:
-            self.user.record(task.task_id, [t.correct for t in trajectories if t.task_id == task.task_id])
+            outcomes = [t.correct for t in trajectories if t.task_id == task.task_id]
+            self.user.record(task.task_id, outcomes)
+            solved += any(outcomes)
         rollout_s = time.perf_counter() - start
 
         start = time.perf_counter()
         record = {"phase": "rl", "iteration": self.iteration + 1,
-                  **episode_lib.rollout_metrics(trajectories, c.rl.format_penalty)}
+                  **episode_lib.rollout_metrics(trajectories, c.rl.format_penalty),
+                  "reflections": episode_lib.reflections_used(trajectories),
+                  "pass_rate": solved / len(tasks)}  # tasks some sample solved (pass@G)
         tokens = 0
         for role in self.trained_roles:
             segments, report = episode_lib.training_segments(trajectories, role, c.rl.format_penalty,
@@ -295,6 +321,7 @@ class CmatRun(Driver):
         record = {"phase": "eval", "iteration": self.iteration,
                   **episode_lib.rollout_metrics(first_trials, self.cmat.rl.format_penalty)}
         record["success_rate"] = sum(finals.values()) / max(len(finals), 1)
+        record["reflections"] = episode_lib.reflections_used(trajectories)
         # DBBench's scores: over each task's last trial (any trial solved it), and over first trials alone
         # (DBBench's own single-attempt protocol).
         for prefix, outcomes in (("", final_trajectories(trajectories)), ("trial1_", first_trials)):
@@ -302,6 +329,11 @@ class CmatRun(Driver):
             record.update({f"{prefix}{k}": dbbench[k] for k in DBBENCH_SCORES})
         record["eval_s"] = time.perf_counter() - start
         return record
+
+
+    def close(self) -> None:
+        self.twin.close()  # before the run's checkpointer, which releases the workdir's lock
+        super().close()
 
 
 def without_timings(records: list[dict]) -> list[dict]:

@@ -3,12 +3,15 @@ holds them with the rollout, reflection and Checker settings and checks how they
 
 `CmatSettings.check_lengths` checks the two lengths that depend on the prompts the run builds (the
 tokenizer's ids of each task's opening): it runs once the tokenizer and the tasks are loaded, before the
-model is built.
+model is built. `TaskSettings.check_demo_count` holds tasks.demo_count to the training pool: a generated
+pool's size is known when the settings are parsed, a task file's once rl/tasks.py has read it, still before
+the model is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 from cmat_jax.settings.fields import Section, SettingError, choice, flag, integer, number, text
 from cmat_jax.settings.rollout import (CheckerSettings, EngineSettings, ReflectionSettings, RolloutSettings)
@@ -23,7 +26,8 @@ GROUP_BASELINES = ("grpo", "rloo")  # advantages whose baseline is the task's ot
 
 @dataclasses.dataclass(frozen=True)
 class TaskSettings(Section):
-    """Training and held-out evaluation tasks: DBBench JSONL files, or the seeded generator's when empty."""
+    """Training and held-out evaluation tasks: DBBench JSONL files, or the seeded generator's when empty; how
+    many training tasks are warm-start demonstrations (the others are reward-only)."""
 
     SECTION = "tasks"
     train: str
@@ -33,6 +37,7 @@ class TaskSettings(Section):
     eval_count: int
     train_seed: int
     eval_seed: int
+    demo_count: Optional[int]  # the first N training tasks are demonstrations; None: all of them
 
     def __post_init__(self):
         self.check("train", text)
@@ -45,6 +50,18 @@ class TaskSettings(Section):
         if not self.train and not self.eval and self.train_seed == self.eval_seed:
             raise SettingError(f"tasks.train_seed and tasks.eval_seed are both {self.train_seed}: the generated "
                                "evaluation tasks would be the training tasks; give them different seeds")
+        if self.demo_count is not None:
+            self.check("demo_count", integer, 0, what="the training tasks that become warm-start demonstrations; "
+                       "unset: all of them")
+        if not self.train:  # a generated pool holds tasks.train_count tasks
+            self.check_demo_count(self.train_count)
+
+    def check_demo_count(self, pool_size: int) -> None:
+        """Refuses more demonstrations than the training pool's `pool_size` tasks."""
+        if self.demo_count is not None and self.demo_count > pool_size:
+            larger = f"more tasks in {self.train}" if self.train else "tasks.train_count"
+            raise SettingError(f"tasks.demo_count is {self.demo_count}, but the training pool holds {pool_size} "
+                               f"tasks; choose at most {pool_size}, or a larger pool ({larger})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +83,8 @@ class RlSettings(Section):
     seq_len: int
     learning_rate: float
     eval_every: int
+    sft_twin: bool  # after the iterations, more SFT from the same warm start, compared (rl/sft_twin.py)
+    sft_twin_steps: int  # the twin's steps; 0: as long as the iterations' rollouts and updates took
 
     def __post_init__(self):
         self.check("iterations", integer, 0)
@@ -82,6 +101,14 @@ class RlSettings(Section):
         self.check("seq_len", integer, 1, what="tokens per update row")
         self.check("learning_rate", number, low=0.0, low_open=True)
         self.check("eval_every", integer, 1, what="iterations between evaluations")
+        self.check("sft_twin", flag)
+        self.check("sft_twin_steps", integer, 0, what="the SFT twin's steps; 0: as long as the iterations took")
+        if self.sft_twin and self.iterations == 0:
+            raise SettingError("rl.sft_twin is true but rl.iterations is 0: the twin runs for as long as the "
+                               "iterations took; set rl.iterations >= 1 or rl.sft_twin=false")
+        if self.sft_twin_steps and not self.sft_twin:
+            raise SettingError(f"rl.sft_twin_steps is {self.sft_twin_steps} but rl.sft_twin is false, so no twin "
+                               "runs; set rl.sft_twin=true or leave rl.sft_twin_steps at 0")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -62,6 +62,20 @@ class RunSettings:
         if self.train.steps == 0 and self.cmat.rl.iterations == 0:
             raise SettingError("train.steps and rl.iterations are both 0, so the run would do nothing; set "
                                "train.steps >= 1 (a warm start) or rl.iterations >= 1")
+        self._check_warm_start_settings()
+
+    def _check_warm_start_settings(self) -> None:
+        """The CMAT settings that shape or continue the SFT warm start need one (train.steps >= 1) to act on."""
+        steps, demo_count = self.train.steps, self.cmat.tasks.demo_count
+        if demo_count == 0 and steps > 0:
+            raise SettingError(f"tasks.demo_count is 0, so the warm start has no demonstrations, yet train.steps is "
+                               f"{steps}; set train.steps=0 or give at least one demonstration")
+        if demo_count and steps == 0:
+            raise SettingError(f"tasks.demo_count is {demo_count} but train.steps is 0: there is no warm start to "
+                               "take demonstrations; set train.steps >= 1 or leave tasks.demo_count unset")
+        if self.cmat.rl.sft_twin and steps == 0:
+            raise SettingError("rl.sft_twin is true but train.steps is 0: the twin continues the SFT warm start, "
+                               "and there is none; set train.steps >= 1 or rl.sft_twin=false")
 
 
 def parse_run(config) -> RunSettings:

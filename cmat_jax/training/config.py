@@ -157,6 +157,9 @@ def cmat_config() -> config_dict.ConfigDict:
     c.tasks.eval_count = 64
     c.tasks.train_seed = 0
     c.tasks.eval_seed = 1  # another seed: other tables and questions
+    # The first demo_count training tasks become warm-start demonstrations; the others are reward-only (the
+    # iterations roll them out, their oracle episode is never played). None: every training task.
+    c.tasks.demo_count = config_dict.placeholder(int)
     c.rollout = _rollout()
 
     c.reflection = config_dict.ConfigDict()
@@ -208,4 +211,8 @@ def _rl() -> config_dict.ConfigDict:
     r.seq_len = 1024
     r.learning_rate = 1e-3
     r.eval_every = 5  # iterations between greedy evaluations on tasks.eval (and at the start and end)
+    # After the iterations, continue SFT on the same demonstrations from the same warm start for the iterations'
+    # training time (or rl.sft_twin_steps steps when > 0), and compare (cmat_jax/rl/sft_twin.py).
+    r.sft_twin = False
+    r.sft_twin_steps = 0
     return r

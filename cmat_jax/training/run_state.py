@@ -394,18 +394,22 @@ class RunState:
 
     # -- checkpoints -----------------------------------------------------
 
-    def save(self, step: int, host: dict, *, force: bool = False) -> bool:
-        """Starts saving every role's adapters, the trained roles' optimizer states and `host` (JSON) at `step`."""
-        if self.checkpointer is None:
+    def _checkpointer(self, other: Optional[Checkpointer]) -> Checkpointer:
+        if other is None and self.checkpointer is None:
             raise ValueError("this run state has no checkpointer; build it with checkpointer=...")
-        return self.checkpointer.save(step, adapters=self.adapters, opt_states=self.opt_states, host=host,
-                                      force=force)
+        return other if other is not None else self.checkpointer
 
-    def restore(self, step: int) -> dict:
-        """Loads every role's adapters and optimizer states of checkpoint `step` onto this mesh; returns host items."""
-        if self.checkpointer is None:
-            raise ValueError("this run state has no checkpointer; build it with checkpointer=...")
-        adapters, opt_states, host = self.checkpointer.restore(
+    def save(self, step: int, host: dict, *, force: bool = False, checkpointer: Optional[Checkpointer] = None
+             ) -> bool:
+        """Starts saving every role's adapters, the trained roles' optimizer states and `host` (JSON) at `step`,
+        with the run's checkpointer or `checkpointer` (another copy, e.g. the SFT twin's of the warm start)."""
+        return self._checkpointer(checkpointer).save(step, adapters=self.adapters, opt_states=self.opt_states,
+                                                     host=host, force=force)
+
+    def restore(self, step: int, *, checkpointer: Optional[Checkpointer] = None) -> dict:
+        """Loads every role's adapters and optimizer states of checkpoint `step` (of the run's checkpointer or
+        `checkpointer`) onto this mesh; returns host items."""
+        adapters, opt_states, host = self._checkpointer(checkpointer).restore(
             step, adapters={r: (self.adapters[r], self.lora_shardings) for r in self.roles},
             opt_states={r: (self.opt_states[r], self.opt_shardings) for r in self.trained_roles})
         self.adapters.update(adapters)

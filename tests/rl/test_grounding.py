@@ -1,0 +1,43 @@
+"""grounded_success_rate: a success counts as grounded only when the database showed its answer."""
+
+import dataclasses
+
+from cmat_jax.agents.engine import RolloutConfig, RolloutEngine
+from cmat_jax.agents.replies import ScriptedReplies
+from cmat_jax.agents.user import User
+from cmat_jax.demos.oracle import OracleAgent
+from cmat_jax.envs.sql.env import SqlEnvConfig, SqlEnvironments
+from cmat_jax.rl.episodes import rollout_metrics
+from cmat_jax.rl.grounding import grounded
+from cmat_jax.sampling.policy import SamplingPolicy
+from cmat_jax.taskgen.generate import generate_tasks
+
+
+def oracle_trajectories(count=6):
+    tasks = generate_tasks(count, 0, "lookup")
+    engine = RolloutEngine(SqlEnvironments(SqlEnvConfig()),
+                           RolloutConfig(checker="off", assistant=SamplingPolicy(1, 0.0)),
+                           assistant=ScriptedReplies(lambda: OracleAgent(query_first=True)))
+    return engine.run(tasks, user=User(tasks, seed=0))
+
+
+def with_observations(trajectory, text):
+    return dataclasses.replace(trajectory, turns=[dataclasses.replace(t, observation=text if t.observation else None)
+                                                  for t in trajectory.turns])
+
+
+def test_the_oracle_reads_its_answers_from_the_database_and_a_guess_does_not():
+    trajectories = oracle_trajectories()
+    assert all(t.correct and grounded(t) for t in trajectories)
+    assert rollout_metrics(trajectories, -1.0)["grounded_success_rate"] == 1.0
+    guesses = [with_observations(t, "[]") for t in trajectories]
+    assert not any(grounded(t) for t in guesses)
+    assert rollout_metrics(guesses, -1.0)["grounded_success_rate"] == 0.0
+
+
+def test_a_value_must_appear_whole():
+    trajectory = oracle_trajectories(1)[0]
+    answer = trajectory.final_info["answer"].strip()[2:-2]  # " ['29']" -> 29
+    assert grounded(with_observations(trajectory, f"[('{answer}',)]"))
+    assert not grounded(with_observations(trajectory, f"[('1{answer}',)]"))
+    assert not grounded(with_observations(trajectory, f"[('{answer}1',)]"))
