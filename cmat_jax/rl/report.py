@@ -3,7 +3,9 @@
 The summary compares the warm start (the evaluation at iteration 0) with the end of the iterations
 and, when the run has an SFT twin (rl.sft_twin, rl/sft_twin.py), with the twin's end at equal
 training time: held-out greedy success, format failures and Checker blocks on first trials, and the
-reflections used. It is printed and written to <workdir>/summary.txt and summary.json.
+reflections used; and the share of successes whose answer the database showed (grounded, see
+rl/grounding.py: the rest were right by luck). It is printed and written to <workdir>/summary.txt
+and summary.json.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from cmat_jax.fileio import write_text_atomic
 from cmat_jax.rl.sft_twin import iteration_seconds
 
 SUMMARY_TEXT, SUMMARY_JSON = "summary.txt", "summary.json"
-_COLUMNS = ("success_rate", "format_failure_rate", "checker_block_rate", "reflections")
+_COLUMNS = ("success_rate", "grounded_success_rate", "format_failure_rate", "checker_block_rate", "reflections")
 
 
 def plot_success(records: Sequence[dict], path: str, twin: Sequence[dict] = ()) -> None:
@@ -69,7 +71,9 @@ def summary(records: Sequence[dict], twin: Sequence[dict] = ()) -> dict:
 
 def _row(name: str, values: dict, seconds: Optional[float]) -> str:
     wall = f"{seconds:>9.1f}" if seconds is not None else f"{'-':>9}"
-    return (f"{name:<26} {values['success_rate']:>8.3f} {values['format_failure_rate']:>8.3f} "
+    grounded = values["grounded_success_rate"]
+    grounded = f"{grounded:>8.3f}" if grounded is not None else f"{'-':>8}"
+    return (f"{name:<26} {values['success_rate']:>8.3f} {grounded} {values['format_failure_rate']:>8.3f} "
             f"{values['checker_block_rate']:>8.3f} {values['reflections'] or 0:>11} {wall}")
 
 
@@ -81,9 +85,9 @@ def summary_table(records: Sequence[dict], twin: Sequence[dict] = ()) -> str:
         lines.append(f"{r['iteration']:>9} {r['success_rate']:>12.3f} {r['format_failure_rate']:>11.3f} "
                      f"{r['reward_mean']:>7.3f}")
     s = summary(records, twin)
-    header = (f"{'held-out tasks (greedy)':<26} {'success':>8} {'format':>8} {'Checker':>8} {'reflections':>11} "
-              f"{'train s':>9}")
-    lines += ["", header, f"{'':<26} {'':>8} {'failures':>8} {'blocks':>8}", "-" * len(header),
+    header = (f"{'held-out tasks (greedy)':<26} {'success':>8} {'grounded':>8} {'format':>8} {'Checker':>8} "
+              f"{'reflections':>11} {'train s':>9}")
+    lines += ["", header, f"{'':<26} {'':>8} {'':>8} {'failures':>8} {'blocks':>8}", "-" * len(header),
               _row("warm start", s["warm_start"], None),
               _row(f"CMAT, iteration {s['iterations']}", s["final"], s["iterations_train_s"])]
     if "twin" in s:

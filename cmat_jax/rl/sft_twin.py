@@ -3,10 +3,13 @@
 Every claim that the CMAT iterations help is made against this twin. It starts from the same
 warm-start checkpoint (adapters, optimizer state, data position), keeps training on the same
 demonstrations with the warm start's own step (its schedule has reached its end learning rate,
-train.learning_rate * train.end_lr_ratio, and stays there), and stops when its SFT steps have taken
-as long as the iterations' rollouts and updates (evaluations left out of both), or after
-`rl.sft_twin_steps` steps when that is set. It is evaluated on the held-out tasks at the same shares
-of its budget as the iterations were, so both curves share one axis: training seconds.
+train.learning_rate * train.end_lr_ratio, and stays there), for as many steps as the warm start's
+median step time fits in the iterations' rollouts and updates (evaluations left out of both), or
+for `rl.sft_twin_steps` steps when that is set. The length is planned from the run's records before
+the first step, so every process of a run takes the same number of steps and a replayed twin repeats
+its records; its measured seconds are reported beside the iterations'. It is evaluated on the
+held-out tasks at the same shares of its length as the iterations were, so both curves share one
+axis: training time.
 
 Files: the warm start is saved a second time to <workdir>/sft_twin/checkpoints (or, with
 checkpoint.directory set, to that directory's sibling <directory>-sft_twin, which every host sees as
@@ -24,6 +27,7 @@ on resume; one that finished it, beside the run's last iteration, reads its reco
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable, Optional, Sequence
 
@@ -46,19 +50,31 @@ def iteration_seconds(history: Sequence[dict]) -> list[tuple[int, float]]:
     return out
 
 
-def budget_marks(history: Sequence[dict], budget: float) -> list[tuple[float, int]]:
-    """(share of `budget`, iteration) pairs at which the twin is evaluated: where the iterations'
-    evaluations fell on their own training time, each with the iteration it stands beside (the warm
-    start's evaluation, at 0, is the twin's starting point too). The last is (budget, last iteration)."""
+def warm_step_seconds(history: Sequence[dict]) -> float:
+    """The median time of a warm-start SFT step (the median leaves the first steps' compilation out)."""
+    seconds = sorted(float(r["step_s"]) for r in history if r["phase"] == "sft")
+    if not seconds:
+        raise ValueError("the run's records hold no warm-start step, so the SFT twin cannot match the iterations' "
+                         "time; set rl.sft_twin_steps to a number of steps")
+    return seconds[len(seconds) // 2]
+
+
+def plan_twin(history: Sequence[dict], fixed_steps: int = 0) -> dict:
+    """The twin's length and evaluations from the run's records: {"steps": K, "marks": [[step, iteration], ...]}.
+
+    K is `fixed_steps`, or as many warm-start steps (at their median time) as fit in the iterations'
+    rollout and update seconds. The twin is evaluated after the step whose share of K equals the share
+    of the iterations' time at which each of their evaluations fell, and at K (beside the last iteration)."""
     seconds = iteration_seconds(history)
     if not seconds:
-        return []
+        return {"steps": 0, "marks": []}
     total = seconds[-1][1]
+    steps = int(fixed_steps) or max(1, round(total / warm_step_seconds(history)))
     at = dict(seconds)
     evaluated = sorted({int(r["iteration"]) for r in history if r["phase"] == "eval"} & set(at))
-    marks = {i: budget * min(1.0, at[i] / total) if total > 0 else budget for i in evaluated}
-    marks[seconds[-1][0]] = budget
-    return sorted((mark, i) for i, mark in marks.items())
+    marks = {i: max(1, math.ceil(steps * at[i] / total - 1e-9)) if total > 0 else steps for i in evaluated}
+    marks[seconds[-1][0]] = steps
+    return {"steps": steps, "marks": sorted([min(step, steps), i] for i, step in marks.items())}
 
 
 class SftTwin:
@@ -116,9 +132,9 @@ class SftTwin:
     def run(self, state, run_history: Sequence[dict], *, train_step: Callable[[int], dict],
             evaluate: Callable[[], dict], restore_host: Callable[[dict], None]) -> list[dict]:
         """Restores the warm start into `state`, trains with `train_step(step) -> record` (one SFT update
-        at that schedule step) until the budget is spent, evaluating with `evaluate()` at the marks;
-        returns the twin's records. `run_history`: the run's records (process 0's, on every process);
-        `restore_host` receives the warm start's host items (data position)."""
+        at that schedule step) for the planned steps, evaluating with `evaluate()` at the marks; returns
+        the twin's records. `run_history`: the run's records (process 0's, on every process, so every
+        process plans the same twin); `restore_host` receives the warm start's host items (data position)."""
         seconds = iteration_seconds(run_history)
         if not self.enabled or not seconds:
             return []
@@ -126,37 +142,34 @@ class SftTwin:
             return self.history()
         from tqdm import tqdm
 
+        plan = plan_twin(run_history, self.steps)
         self._drop_records()  # a twin killed part-way is replayed whole
         self._restore(state, restore_host)
-        budget = float(self.steps) if self.steps else seconds[-1][1]
         writer = MetricsWriter(self.directory, enabled=self.is_main, start_step=self.warm_steps)
-        bar = tqdm(total=1.0, desc="sft twin", unit="budget", disable=not self.is_main, dynamic_ncols=True,
-                   bar_format="{l_bar}{bar}| {postfix}")
+        bar = tqdm(total=plan["steps"], desc="sft twin", unit="step", disable=not self.is_main,
+                   dynamic_ncols=True)
         try:
-            return self._train(budget_marks(run_history, budget), budget, train_step, evaluate, writer, bar)
+            return self._train(plan, train_step, evaluate, writer, bar)
         finally:
             bar.close()
             writer.close()
 
-    def _train(self, marks: list[tuple[float, int]], budget: float, train_step: Callable[[int], dict],
-               evaluate: Callable[[], dict], writer: MetricsWriter, bar) -> list[dict]:
-        """SFT steps until `budget` (steps, or seconds) is spent, evaluating at each of `marks`."""
-        records, spent, done = [], 0.0, 0
-        while marks:
+    def _train(self, plan: dict, train_step: Callable[[int], dict], evaluate: Callable[[], dict],
+               writer: MetricsWriter, bar) -> list[dict]:
+        """The planned SFT steps, evaluating after each marked step."""
+        records, marks = [], [tuple(m) for m in plan["marks"]]
+        for done in range(1, plan["steps"] + 1):
             interrupts.check()  # a signal stops the twin between steps; a resume replays it
-            record = train_step(self.warm_steps + done)
-            done += 1
-            # Process 0's step time: every process must take the same number of steps.
-            spent += 1.0 if self.steps else distributed.on_main(lambda: float(record["step_s"]))
+            record = train_step(self.warm_steps + done - 1)
             record.pop("iteration", None)
             record.update(twin_step=done)
             records.append(record)
             writer.write(self.warm_steps + done, record, group="twin_sft")
-            bar.n = min(spent / max(budget, 1e-9), 1.0)
-            bar.set_postfix(step=done, loss=f"{record['loss']:.3f}")
-            if spent >= marks[0][0] - 1e-9:
-                while marks and spent >= marks[0][0] - 1e-9:
-                    beside = marks.pop(0)[1]
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
+            if marks and done >= marks[0][0]:
+                beside = [m for m in marks if m[0] <= done][-1][1]
+                marks = [m for m in marks if m[0] > done]
                 result = {k: v for k, v in evaluate().items() if k != "iteration"}
                 result.update(twin_step=done, beside_iteration=beside, final=not marks,
                               train_s=sum(float(r["step_s"]) for r in records if r["phase"] == "sft"))

@@ -215,3 +215,18 @@ def test_the_sft_twin_continues_the_warm_start_and_is_summarised(tmp_path, monke
         assert (workdir / "sft_twin" / "metrics.jsonl").read_text() == ""
     finally:
         cmat.close()
+
+
+def test_the_twin_plans_as_many_warm_start_steps_as_the_iterations_took():
+    from cmat_jax.rl.sft_twin import plan_twin
+
+    history = [{"phase": "sft", "step_s": s} for s in (5.0, 0.1, 0.1, 0.2)]  # the first step compiles
+    history += [{"phase": "eval", "iteration": 0},
+                {"phase": "rl", "iteration": 1, "rollout_s": 1.5, "update_s": 0.5},
+                {"phase": "eval", "iteration": 1},
+                {"phase": "rl", "iteration": 2, "rollout_s": 1.5, "update_s": 1.5},
+                {"phase": "eval", "iteration": 2}]
+    # 5 s of iterations at the warm start's median 0.2 s a step (sorted 0.1, 0.1, 0.2, 5.0): 25 steps, evaluated
+    # after 10 (the first iteration's 2 of 5 s) and at the end.
+    assert plan_twin(history) == {"steps": 25, "marks": [[10, 1], [25, 2]]}
+    assert plan_twin(history, fixed_steps=5) == {"steps": 5, "marks": [[2, 1], [5, 2]]}
