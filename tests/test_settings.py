@@ -104,6 +104,11 @@ def test_a_cmat_setting_that_cannot_run_is_refused_before_the_model_is_built(tmp
     assert not (tmp_path / "run").exists()  # nothing written either
 
 
+def test_reinforced_only_with_a_kl_penalty_is_refused(tmp_path, nothing_is_built):
+    message = refusal(small_config(tmp_path / "run", **{"rl.reinforced_only": True, "rl.kl_coef": 0.1}))
+    assert message.startswith("rl.reinforced_only is true but rl.kl_coef is 0.1") and "rl.kl_coef=0" in message
+
+
 def test_both_warm_start_and_iterations_zero_is_refused(tmp_path, nothing_is_built):
     message = refusal(small_config(tmp_path / "run", **{"train.steps": 0, "rl.iterations": 0}))
     assert "train.steps and rl.iterations are both 0" in message

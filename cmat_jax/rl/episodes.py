@@ -67,14 +67,16 @@ def segments_of(turns: Sequence[Turn], advantage: float) -> list[Segment]:
 
 
 def training_segments(trajectories: Sequence[Trajectory], role: str, format_penalty: float,
-                      estimator: Callable[[np.ndarray, list], GroupAdvantages], *, positive_only: bool = False
-                      ) -> tuple[list[Segment], dict]:
+                      estimator: Callable[[np.ndarray, list], GroupAdvantages], *, positive_only: bool = False,
+                      reinforced_only: bool = False) -> tuple[list[Segment], dict]:
     """The role's segments with advantages from `estimator(rewards, group_ids)` (rl/advantages.py), and
     its report (zero_adv_frac, groups). Samples of masked groups are left out: they carry no signal.
 
     `positive_only` (rl.positive_only): negative advantages become 0, so only samples that beat their
     baseline are reinforced (filtered self-imitation); the others add no gradient, and their tokens still
-    count in the token mean."""
+    count in the token mean. `reinforced_only` (rl.reinforced_only): samples whose advantage is 0 after that
+    are left out as well, so the update spends no compute on them and its token mean runs over the
+    reinforced samples' tokens alone."""
     samples = role_samples(trajectories, role, format_penalty)
     if not samples:
         return [], {"zero_adv_frac": 0.0, "groups": 0.0}
@@ -82,8 +84,9 @@ def training_segments(trajectories: Sequence[Trajectory], role: str, format_pena
     result = estimator(rewards, [key for key, _, _ in samples])
     segments = []
     for (_, _, turns), advantage, masked in zip(samples, result.advantages, result.masked):
-        if not masked:
-            segments += segments_of(turns, max(float(advantage), 0.0) if positive_only else float(advantage))
+        advantage = max(float(advantage), 0.0) if positive_only else float(advantage)
+        if not masked and (advantage != 0.0 or not reinforced_only):
+            segments += segments_of(turns, advantage)
     return segments, result.report()
 
 

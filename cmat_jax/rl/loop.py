@@ -274,7 +274,8 @@ class CmatRun(Driver):
         tokens = 0
         for role in self.trained_roles:
             segments, report = episode_lib.training_segments(trajectories, role, c.rl.format_penalty,
-                                                             self.estimators[role], positive_only=c.rl.positive_only)
+                                                             self.estimators[role], positive_only=c.rl.positive_only,
+                                                             reinforced_only=c.rl.reinforced_only)
             batches = pack_segments(segments, rows=c.rl.rows, seq_len=c.rl.seq_len, pad_id=self._pad_id())
             means = self._update(role, batches)
             tokens += sum(int(np.count_nonzero(b["segment_ids"])) for b in batches) * c.rl.update_epochs

@@ -73,6 +73,7 @@ class RlSettings(Section):
     objective: str
     advantage: str
     positive_only: bool
+    reinforced_only: bool  # the update's rows hold only samples with a nonzero advantage
     clip_eps: float
     clip_eps_high: float  # 0: same as clip_eps
     kl_coef: float
@@ -91,6 +92,7 @@ class RlSettings(Section):
         self.check("objective", choice, OBJECTIVES)
         self.check("advantage", choice, ADVANTAGES)
         self.check("positive_only", flag)
+        self.check("reinforced_only", flag)
         self.check("clip_eps", number, low=0.0, high=1.0, low_open=True, high_open=True)
         self.check("clip_eps_high", number, low=0.0, what="0: same as rl.clip_eps")
         self.check("kl_coef", number, low=0.0)
@@ -103,6 +105,10 @@ class RlSettings(Section):
         self.check("eval_every", integer, 1, what="iterations between evaluations")
         self.check("sft_twin", flag)
         self.check("sft_twin_steps", integer, 0, what="the SFT twin's steps; 0: as long as the iterations took")
+        if self.reinforced_only and self.kl_coef > 0:
+            raise SettingError(f"rl.reinforced_only is true but rl.kl_coef is {self.kl_coef}: the KL penalty applies "
+                               "to every sample, and reinforced_only leaves the unreinforced ones out; set "
+                               "rl.kl_coef=0 or rl.reinforced_only=false")
         if self.sft_twin and self.iterations == 0:
             raise SettingError("rl.sft_twin is true but rl.iterations is 0: the twin runs for as long as the "
                                "iterations took; set rl.iterations >= 1 or rl.sft_twin=false")

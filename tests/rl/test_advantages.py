@@ -95,3 +95,11 @@ def test_positive_only_zeroes_negative_advantages_and_keeps_every_token():
         np.testing.assert_array_equal(q.advantages, np.maximum(p.advantages, 0.0))
     assert plain[0].advantages[3] == pytest.approx(np.sqrt(3), rel=1e-5) and plain[1].advantages[3] < 0
     assert positive[1].advantages.max() == 0.0
+
+    # reinforced_only: the samples left at advantage 0 are not packed at all (nor counted in the token mean).
+    reinforced, reinforced_report = training_segments(trajectories, "assistant", -1.0, make_advantage("grpo"),
+                                                      positive_only=True, reinforced_only=True)
+    assert reinforced_report == report and len(reinforced) == 1
+    np.testing.assert_array_equal(reinforced[0].advantages, positive[0].advantages)
+    both_signs, _ = training_segments(trajectories, "assistant", -1.0, make_advantage("grpo"), reinforced_only=True)
+    assert len(both_signs) == 4  # every sample of an unmasked group has a nonzero grpo advantage
