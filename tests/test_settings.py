@@ -83,6 +83,7 @@ CMAT_REFUSALS = [
     ("tasks.eval_count", 0, "an integer >= 1"),
     ("tasks.demo_count", -1, "an integer >= 0"),
     ("rl.sft_twin_steps", -1, "an integer >= 0"),
+    ("rollout.curriculum_window", 0, "an integer >= 1"),
     ("data.batch_size", 0, "an integer >= 1"),
     ("train.microbatches", 0, "an integer >= 1"),
     ("train.log_every", 0, "an integer >= 1"),

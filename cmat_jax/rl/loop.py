@@ -133,7 +133,8 @@ class CmatRun(Driver):
         self.demo_tasks, _ = split_demonstrations(self.train_tasks, c.tasks.demo_count)
         instructions = INSTRUCTIONS[c.rollout.instructions]
         self.user = User(self.train_tasks, seed=seed, curriculum=c.rollout.curriculum,
-                         boost=c.rollout.curriculum_boost, instructions=instructions)
+                         boost=c.rollout.curriculum_boost, frontier=c.rollout.curriculum_frontier,
+                         window=c.rollout.curriculum_window, instructions=instructions)
         self.eval_user = User(self.eval_tasks, seed=seed, curriculum=False, instructions=instructions)
         c.check_lengths(longest_opening(self.train_tasks, self.user, self.tokenizer),
                         longest_opening(self.eval_tasks, self.eval_user, self.tokenizer))

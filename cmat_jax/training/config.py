@@ -188,6 +188,11 @@ def _rollout() -> config_dict.ConfigDict:
     r.instructions = "dbbench"  # dbbench (v0.2's text, verbatim) | short (the same protocol in 71 tokens)
     r.curriculum = True
     r.curriculum_boost = 3.0
+    # A task's pass rate is the mean success rate of its last curriculum_window groups. frontier: its weight grows
+    # with that rate's closeness to 0.5 (1 at 0 or 1, curriculum_boost at 0.5 and before it is played); else a task
+    # whose pass rate is strictly between 0 and 1 is drawn curriculum_boost times as often (agents/user.py).
+    r.curriculum_frontier = False
+    r.curriculum_window = 1
     # Decode with the layers unrolled (static weight slices) rather than scanned: about 1.7x the rollout speed
     # of a 30-layer SmolLM2-135M on one H200 (docs/benchmarks.md), at the price of more device memory.
     r.unroll_decode_layers = False
