@@ -220,4 +220,9 @@ def _rl() -> config_dict.ConfigDict:
     # training time (or rl.sft_twin_steps steps when > 0), and compare (cmat_jax/rl/sft_twin.py).
     r.sft_twin = False
     r.sft_twin_steps = 0
+    # Dynamic sampling: play rounds of rollout.tasks_per_iteration new tasks until groups_per_update of them have
+    # Assistant rewards that differ (at most max_sampling_rounds rounds); the update trains on those groups only
+    # and the dropped ones are recorded (cmat_jax/rl/dynamic_sampling.py). 0: off, one round, every group.
+    r.groups_per_update = 0
+    r.max_sampling_rounds = 0
     return r
