@@ -17,7 +17,7 @@ Instructions, observations, Checker verdicts and memory text are never trained.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -66,6 +66,34 @@ def segments_of(turns: Sequence[Turn], advantage: float) -> list[Segment]:
     return segments
 
 
+def advantage_groups(trajectories: Sequence[Trajectory], role: str, format_penalty: float,
+                     estimator: Callable[[np.ndarray, list], GroupAdvantages]
+                     ) -> tuple[list[tuple[str, float, list[Turn]]], Optional[GroupAdvantages]]:
+    """The role's samples and `estimator`'s advantages over their (role, task) groups; None without samples."""
+    samples = role_samples(trajectories, role, format_penalty)
+    if not samples:
+        return samples, None
+    rewards = np.asarray([reward for _, reward, _ in samples], np.float32)
+    return samples, estimator(rewards, [key for key, _, _ in samples])
+
+
+def signal_tasks(trajectories: Sequence[Trajectory], format_penalty: float,
+                 estimator: Callable[[np.ndarray, list], GroupAdvantages]) -> set[str]:
+    """The task ids whose Assistant group carries signal (is not masked): dynamic sampling's test. The
+    estimator must keep no state across calls (grpo, rloo)."""
+    samples, result = advantage_groups(trajectories, ASSISTANT_ROLE, format_penalty, estimator)
+    if result is None:
+        return set()
+    return {key for (key, _, _), masked in zip(samples, result.masked) if not masked}
+
+
+def zero_adv_frac(trajectories: Sequence[Trajectory], role: str, format_penalty: float,
+                  estimator: Callable[[np.ndarray, list], GroupAdvantages]) -> float:
+    """The share of the role's groups among `trajectories` that carry no signal (0 without samples)."""
+    _, result = advantage_groups(trajectories, role, format_penalty, estimator)
+    return 0.0 if result is None else result.zero_adv_frac
+
+
 def training_segments(trajectories: Sequence[Trajectory], role: str, format_penalty: float,
                       estimator: Callable[[np.ndarray, list], GroupAdvantages], *, positive_only: bool = False,
                       reinforced_only: bool = False) -> tuple[list[Segment], dict]:
@@ -77,11 +105,9 @@ def training_segments(trajectories: Sequence[Trajectory], role: str, format_pena
     count in the token mean. `reinforced_only` (rl.reinforced_only): samples whose advantage is 0 after that
     are left out as well, so the update spends no compute on them and its token mean runs over the
     reinforced samples' tokens alone."""
-    samples = role_samples(trajectories, role, format_penalty)
-    if not samples:
+    samples, result = advantage_groups(trajectories, role, format_penalty, estimator)
+    if result is None:
         return [], {"zero_adv_frac": 0.0, "groups": 0.0}
-    rewards = np.asarray([reward for _, reward, _ in samples], np.float32)
-    result = estimator(rewards, [key for key, _, _ in samples])
     segments = []
     for (_, _, turns), advantage, masked in zip(samples, result.advantages, result.masked):
         advantage = max(float(advantage), 0.0) if positive_only else float(advantage)

@@ -6,6 +6,8 @@
     for each iteration:
         the User draws rollout.tasks_per_iteration tasks (curriculum)
         the engine plays G samples of each (sampling), with the Checker role and reflection
+        with rl.groups_per_update: more rounds of new tasks until that many groups carry signal (bounded by
+        rl.max_sampling_rounds); the others are dropped (rl/dynamic_sampling.py)
         rewards -> advantages per (role, task) -> packed segments -> rl.update_epochs of updates
         per trained role (the Assistant; the learned Checker's own adapter with checker.train)
         every rl.eval_every iterations (and at the end): greedy evaluation on the held-out tasks
@@ -53,6 +55,7 @@ from cmat_jax.envs.sql.metrics import dbbench_metrics
 from cmat_jax.eval_report import final_trajectories
 from cmat_jax.rl import episodes as episode_lib
 from cmat_jax.rl.advantages import make_advantage
+from cmat_jax.rl.dynamic_sampling import Rollouts, play_rounds
 from cmat_jax.rl.objectives import ObjectiveConfig, check_reference, objective_loss
 from cmat_jax.rl.report import plot_success, write_summary
 from cmat_jax.rl.rows import RL_BATCH_KEYS, pack_segments
@@ -133,7 +136,8 @@ class CmatRun(Driver):
         self.demo_tasks, _ = split_demonstrations(self.train_tasks, c.tasks.demo_count)
         instructions = INSTRUCTIONS[c.rollout.instructions]
         self.user = User(self.train_tasks, seed=seed, curriculum=c.rollout.curriculum,
-                         boost=c.rollout.curriculum_boost, instructions=instructions)
+                         boost=c.rollout.curriculum_boost, frontier=c.rollout.curriculum_frontier,
+                         window=c.rollout.curriculum_window, instructions=instructions)
         self.eval_user = User(self.eval_tasks, seed=seed, curriculum=False, instructions=instructions)
         c.check_lengths(longest_opening(self.train_tasks, self.user, self.tokenizer),
                         longest_opening(self.eval_tasks, self.eval_user, self.tokenizer))
@@ -255,38 +259,55 @@ class CmatRun(Driver):
     def _iteration(self) -> dict:
         c = self.cmat
         start = time.perf_counter()
-        tasks = self.user.draw(c.rollout.tasks_per_iteration)
-        key = jax.random.fold_in(jax.random.key(self.settings.seed), self.iteration)
-        trajectories = self.train_engine.run(tasks, group_size=c.rollout.group_size, key=key,
-                                             weights=self._weights(), memory=self.memory, user=self.user)
-        solved = 0
-        for task in tasks:
-            outcomes = [t.correct for t in trajectories if t.task_id == task.task_id]
-            self.user.record(task.task_id, outcomes)
-            solved += any(outcomes)
+        rollouts = self._rollouts()
+        solved = sum(any(t.correct for t in rollouts.trajectories if t.task_id == task.task_id)
+                     for task in rollouts.tasks)
         rollout_s = time.perf_counter() - start
 
         start = time.perf_counter()
         record = {"phase": "rl", "iteration": self.iteration + 1,
-                  **episode_lib.rollout_metrics(trajectories, c.rl.format_penalty),
-                  "reflections": episode_lib.reflections_used(trajectories),
-                  "pass_rate": solved / len(tasks)}  # tasks some sample solved (pass@G)
+                  **episode_lib.rollout_metrics(rollouts.trajectories, c.rl.format_penalty),
+                  "reflections": episode_lib.reflections_used(rollouts.trajectories),
+                  "pass_rate": solved / len(rollouts.tasks)}  # tasks some sample solved (pass@G)
         tokens = 0
         for role in self.trained_roles:
-            segments, report = episode_lib.training_segments(trajectories, role, c.rl.format_penalty,
+            segments, report = episode_lib.training_segments(rollouts.kept, role, c.rl.format_penalty,
                                                              self.estimators[role], positive_only=c.rl.positive_only,
                                                              reinforced_only=c.rl.reinforced_only)
+            if rollouts.report:  # dynamic sampling: zero_adv_frac is the kept groups'; before, every group played
+                report["zero_adv_frac_before"] = episode_lib.zero_adv_frac(
+                    rollouts.trajectories, role, c.rl.format_penalty, self.estimators[role])
             batches = pack_segments(segments, rows=c.rl.rows, seq_len=c.rl.seq_len, pad_id=self._pad_id())
             means = self._update(role, batches)
             tokens += sum(int(np.count_nonzero(b["segment_ids"])) for b in batches) * c.rl.update_epochs
             prefix = "" if role == ASSISTANT_ROLE else f"{role}_"
             record.update({f"{prefix}{k}": v for k, v in {**report, **means}.items()})
+        record.update(rollouts.report)
         update_s = time.perf_counter() - start
         self.iteration += 1
         self.step = self.warm_steps + self.iteration
         record.update(rollout_s=rollout_s, update_s=update_s, tokens_per_s=tokens / max(update_s, 1e-9),
                       skipped=float(self.skipped_steps))
         return record
+
+    def _rollouts(self) -> Rollouts:
+        """The iteration's episodes: one round of rollout.tasks_per_iteration tasks, or with rl.groups_per_update
+        as many rounds as fill it (rl/dynamic_sampling.py). Every task's outcomes go to the User's curriculum."""
+        c = self.cmat
+        key = jax.random.fold_in(jax.random.key(self.settings.seed), self.iteration)
+
+        def play(tasks):
+            trajectories = self.train_engine.run(tasks, group_size=c.rollout.group_size, key=key,
+                                                 weights=self._weights(), memory=self.memory, user=self.user)
+            for task in tasks:
+                self.user.record(task.task_id, [t.correct for t in trajectories if t.task_id == task.task_id])
+            return trajectories
+
+        informative = lambda played: episode_lib.signal_tasks(  # noqa: E731
+            played, c.rl.format_penalty, self.estimators[ASSISTANT_ROLE])
+        return play_rounds(lambda count, exclude: self.user.draw(count, exclude=exclude), play, informative,
+                           tasks_per_round=c.rollout.tasks_per_iteration, groups_per_update=c.rl.groups_per_update,
+                           max_rounds=c.rl.max_sampling_rounds)
 
     def _update(self, role: str, batches: list[dict]) -> dict:
         """rl.update_epochs passes over `batches`; token-weighted means of the step's metrics."""

@@ -86,6 +86,8 @@ class RlSettings(Section):
     eval_every: int
     sft_twin: bool  # after the iterations, more SFT from the same warm start, compared (rl/sft_twin.py)
     sft_twin_steps: int  # the twin's steps; 0: as long as the iterations' rollouts and updates took
+    groups_per_update: int  # dynamic sampling: informative task groups per update; 0: off (rl/dynamic_sampling.py)
+    max_sampling_rounds: int  # with groups_per_update: rounds of rollout.tasks_per_iteration tasks at most
 
     def __post_init__(self):
         self.check("iterations", integer, 0)
@@ -109,12 +111,30 @@ class RlSettings(Section):
             raise SettingError(f"rl.reinforced_only is true but rl.kl_coef is {self.kl_coef}: the KL penalty applies "
                                "to every sample, and reinforced_only leaves the unreinforced ones out; set "
                                "rl.kl_coef=0 or rl.reinforced_only=false")
+        self._check_dynamic_sampling()
         if self.sft_twin and self.iterations == 0:
             raise SettingError("rl.sft_twin is true but rl.iterations is 0: the twin runs for as long as the "
                                "iterations took; set rl.iterations >= 1 or rl.sft_twin=false")
         if self.sft_twin_steps and not self.sft_twin:
             raise SettingError(f"rl.sft_twin_steps is {self.sft_twin_steps} but rl.sft_twin is false, so no twin "
                                "runs; set rl.sft_twin=true or leave rl.sft_twin_steps at 0")
+
+    def _check_dynamic_sampling(self) -> None:
+        self.check("groups_per_update", integer, 0, what="informative task groups per update; 0: off")
+        self.check("max_sampling_rounds", integer, 0, what="rollout rounds an iteration may play; required with "
+                   "rl.groups_per_update")
+        if self.groups_per_update and not self.max_sampling_rounds:
+            raise SettingError(f"rl.groups_per_update is {self.groups_per_update} but rl.max_sampling_rounds is 0; "
+                               "bound the rollout rounds an iteration may play to fill it: set "
+                               "rl.max_sampling_rounds >= 1")
+        if self.max_sampling_rounds and not self.groups_per_update:
+            raise SettingError(f"rl.max_sampling_rounds is {self.max_sampling_rounds} but rl.groups_per_update is 0, "
+                               "so no round is added; set rl.groups_per_update >= 1 or leave rl.max_sampling_rounds "
+                               "at 0")
+        if self.groups_per_update and self.advantage not in GROUP_BASELINES:
+            raise SettingError(f"rl.groups_per_update is {self.groups_per_update} but rl.advantage is "
+                               f"{self.advantage!r}, whose baseline is not the group's, so no group lacks signal; use "
+                               f"rl.advantage in {', '.join(GROUP_BASELINES)} or rl.groups_per_update=0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +157,11 @@ class CmatSettings:
             raise SettingError(f"rollout.group_size must be >= 2 for {self.rl.advantage} (found "
                                f"{self.rollout.group_size}): its baseline comes from the other samples of a task; "
                                "raise it or use rl.advantage='reinforce'")
+        rounds, tasks = self.rl.max_sampling_rounds, self.rollout.tasks_per_iteration
+        if self.rl.groups_per_update > rounds * tasks:
+            raise SettingError(f"rl.groups_per_update is {self.rl.groups_per_update}, but rl.max_sampling_rounds x "
+                               f"rollout.tasks_per_iteration = {rounds} x {tasks} tasks give at most {rounds * tasks} "
+                               f"groups; expected rl.groups_per_update <= {rounds * tasks}")
 
     def engine(self, temperature: float) -> EngineSettings:
         """The rollout engine at `temperature` (the Checker and the reflections sample as the Assistant does)."""

@@ -59,6 +59,8 @@ class RolloutSettings(Section):
     instructions: str
     curriculum: bool
     curriculum_boost: float
+    curriculum_frontier: bool  # weight by the pass rate's closeness to 0.5, not by "mixed outcomes"
+    curriculum_window: int  # groups whose mean success rate is a task's pass rate
     unroll_decode_layers: bool
     cache: str
 
@@ -74,6 +76,16 @@ class RolloutSettings(Section):
         self.check("instructions", choice, INSTRUCTIONS)
         self.check("curriculum", flag)
         self.check("curriculum_boost", number, low=1.0, what="1: uniform")
+        self.check("curriculum_frontier", flag)
+        self.check("curriculum_window", integer, 1, what="a task's last groups whose mean success rate is its pass "
+                   "rate")
+        if not self.curriculum and self.curriculum_frontier:
+            raise SettingError("rollout.curriculum_frontier is true but rollout.curriculum is false, so no curriculum "
+                               "reads it; set rollout.curriculum=true or rollout.curriculum_frontier=false")
+        if not self.curriculum and self.curriculum_window != 1:
+            raise SettingError(f"rollout.curriculum_window is {self.curriculum_window} but rollout.curriculum is "
+                               "false, so no curriculum reads it; set rollout.curriculum=true or leave "
+                               "rollout.curriculum_window at 1")
         self.check("unroll_decode_layers", flag)
         self.check("cache", choice, CACHE_MODES)
         if self.max_len <= self.max_new_tokens:

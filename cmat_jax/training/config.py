@@ -188,6 +188,11 @@ def _rollout() -> config_dict.ConfigDict:
     r.instructions = "dbbench"  # dbbench (v0.2's text, verbatim) | short (the same protocol in 71 tokens)
     r.curriculum = True
     r.curriculum_boost = 3.0
+    # A task's pass rate is the mean success rate of its last curriculum_window groups. frontier: its weight grows
+    # with that rate's closeness to 0.5 (1 at 0 or 1, curriculum_boost at 0.5 and before it is played); else a task
+    # whose pass rate is strictly between 0 and 1 is drawn curriculum_boost times as often (agents/user.py).
+    r.curriculum_frontier = False
+    r.curriculum_window = 1
     # Decode with the layers unrolled (static weight slices) rather than scanned: about 1.7x the rollout speed
     # of a 30-layer SmolLM2-135M on one H200 (docs/benchmarks.md), at the price of more device memory.
     r.unroll_decode_layers = False
@@ -218,4 +223,9 @@ def _rl() -> config_dict.ConfigDict:
     # training time (or rl.sft_twin_steps steps when > 0), and compare (cmat_jax/rl/sft_twin.py).
     r.sft_twin = False
     r.sft_twin_steps = 0
+    # Dynamic sampling: play rounds of rollout.tasks_per_iteration new tasks until groups_per_update of them have
+    # Assistant rewards that differ (at most max_sampling_rounds rounds); the update trains on those groups only
+    # and the dropped ones are recorded (cmat_jax/rl/dynamic_sampling.py). 0: off, one round, every group.
+    r.groups_per_update = 0
+    r.max_sampling_rounds = 0
     return r
