@@ -192,6 +192,9 @@ def _rollout() -> config_dict.ConfigDict:
     # of a 30-layer SmolLM2-135M on one H200 (docs/benchmarks.md), at the price of more device memory.
     r.unroll_decode_layers = False
     r.cache = "persistent"  # persistent: each episode's KV cache kept across turns | reprefill: all each turn
+    # Episodes played at once (continuous batching: a finished episode's place goes to the next); 0: every
+    # episode of a trial. The KV cache holds one row per episode at once, so this bounds rollout memory.
+    r.slots = 0
     return r
 
 
