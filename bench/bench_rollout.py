@@ -201,7 +201,8 @@ def operation_header(task) -> str:
 
 
 class Headers:
-    """The forced header's text and ids per task ("" and [] with --free-format)."""
+    """The forced header's text and ids per task ("" and [] with --free-format); a subclass may choose per
+    request (`request_text`)."""
 
     def __init__(self, tokenizer, free_format: bool):
         self.tokenizer = tokenizer
@@ -212,11 +213,17 @@ class Headers:
         return "" if self.free_format else operation_header(task)
 
     def ids(self, task) -> list[int]:
+        return self.text_ids(self.text(task))
+
+    def request_text(self, request) -> str:
+        return self.text(request.task)
+
+    def text_ids(self, text: str) -> list[int]:
         from cmat_jax.data.tokenizer import tokenize_text
 
-        if task.task_id not in self._ids:
-            self._ids[task.task_id] = tokenize_text(self.tokenizer, self.text(task)) if self.text(task) else []
-        return self._ids[task.task_id]
+        if text not in self._ids:
+            self._ids[text] = tokenize_text(self.tokenizer, text) if text else []
+        return self._ids[text]
 
     def longest(self, tasks) -> int:
         return max(len(self.ids(t)) for t in tasks)
@@ -252,31 +259,44 @@ def summarize(episodes: int, turns: int, prompt_tokens: int, new_tokens: dict, t
 class TimedReplies:
     """Wraps a reply source: times its calls and counts the ids it sampled (a forced header's ids are not)."""
 
-    def __init__(self, source, headers: Optional[Headers] = None):
+    def __init__(self, source, headers: Optional[Headers] = None, record: bool = False, header_in_reply: bool = False):
         self.source = source
         self.headers = headers
+        # The forced header's ids come out of the reply's max_new_tokens (prompt budgets need no room for it).
+        self.header_in_reply = header_in_reply
         self.seconds = 0.0
         self.sampled = 0
+        # With `record`: per call, what the model saw and did (bench_iteration.py's peer replays the calls).
+        self.record = record
+        self.calls: list[dict] = []
 
     def __call__(self, weights, requests, settings):
         from cmat_jax.agents.replies import Reply
 
         start = time.perf_counter()
-        if self.headers is None:
-            replies = self.source(weights, requests, settings)
-            self.sampled += sum(len(r.ids) for r in replies)
-        else:
-            heads = [self.headers.ids(r.task) for r in requests]
-            forced = [dataclasses.replace(r, prompt_ids=list(r.prompt_ids) + h) for r, h in zip(requests, heads)]
-            sampled = self.source(weights, forced, settings)
-            self.sampled += sum(len(r.ids) for r in sampled)
-            replies = [Reply(self.headers.text(q.task) + r.text, h + r.ids, [0.0] * len(h) + r.logprobs,
-                             r.finish_reason) for q, h, r in zip(requests, heads, sampled)]
+        texts = [self.headers.request_text(r) if self.headers else "" for r in requests]
+        heads = [self.headers.text_ids(t) if self.headers else [] for t in texts]
+        forced = [dataclasses.replace(r, prompt_ids=list(r.prompt_ids) + h) if h else r
+                  for r, h in zip(requests, heads)]
+        if self.header_in_reply and any(heads):
+            room = settings.max_new_tokens - max(map(len, heads))
+            if room < 1:
+                raise ValueError(f"max_new_tokens={settings.max_new_tokens} leaves no room for a sampled id after "
+                                 f"the forced header's {max(map(len, heads))} ids; raise it")
+            settings = dataclasses.replace(settings, max_new_tokens=room)
+        sampled = self.source(weights, forced, settings)
+        self.sampled += sum(len(r.ids) for r in sampled)
+        replies = sampled if self.headers is None else [
+            Reply(t + r.text, h + r.ids, [0.0] * len(h) + r.logprobs, r.finish_reason)
+            for t, h, r in zip(texts, heads, sampled)]
         self.seconds += time.perf_counter() - start
+        if self.record and requests:
+            self.calls.append({"prompts": [list(r.prompt_ids) for r in forced],
+                               "new_tokens": [len(r.ids) for r in sampled], "temperature": settings.temperature})
         return replies
 
     def reset(self) -> None:
-        self.seconds, self.sampled = 0.0, 0
+        self.seconds, self.sampled, self.calls = 0.0, 0, []
 
     # Persistent slots: the engine names each episode's context and frees it through its reply source.
     @property

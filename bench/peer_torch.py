@@ -31,24 +31,34 @@ def build_model(preset_name: str, lora_rank: int):
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = transformers.AutoModelForCausalLM.from_config(hf_config, torch_dtype=torch.bfloat16)
-    if lora_rank:
-        import peft
+    return add_lora(model, lora_rank, 2 * lora_rank) if lora_rank else model
 
-        lora = peft.LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, task_type="CAUSAL_LM",
-                               target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                               "down_proj"])
-        model = peft.get_peft_model(model, lora)
-    return model
+
+def add_lora(model, rank: int, alpha: float):
+    """PEFT LoRA adapters of `rank` on all seven projections, as cmat_jax's default targets."""
+    import peft
+
+    lora = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                           "down_proj"])
+    return peft.get_peft_model(model, lora)
+
+
+def train_mode(model, learning_rate: float):
+    """The model set up for LoRA training (non-reentrant gradient checkpointing) and AdamW over its adapters."""
+    import torch
+
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    model.train()
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate, weight_decay=0.0)
 
 
 def bench_train(args) -> dict:
     import torch
 
     model = build_model(args.preset, args.lora_rank)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.enable_input_require_grads()
-    model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
+    opt = train_mode(model, 1e-4)
     vocab = model.config.vocab_size
     gen = torch.Generator(device="cuda").manual_seed(0)
     tokens = torch.randint(0, vocab, (args.batch, args.seq_len), device="cuda", generator=gen)

@@ -29,7 +29,8 @@ def build_rollout_engine(settings: EngineSettings, *, assistant, tokenizer=None,
     reflections (used only with settings.trials > 1). A tokenizer is needed for model reply sources."""
     config = RolloutConfig(
         assistant=settings.assistant, checker_sampling=settings.checker_sampling, reflection=settings.reflection,
-        trials=settings.trials, checker=settings.checker, prompt_budget=settings.prompt_budget, cache=settings.cache)
+        trials=settings.trials, checker=settings.checker, prompt_budget=settings.prompt_budget, cache=settings.cache,
+        slots=settings.slots)
     limits = Limits(timeout_s=settings.timeout_s, max_output_chars=settings.max_output_chars,
                     heap_limit_bytes=settings.heap_limit_mib << 20)
     environments = SqlEnvironments(SqlEnvConfig(max_rounds=settings.max_rounds, limits=limits))

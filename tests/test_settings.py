@@ -95,6 +95,8 @@ CMAT_REFUSALS = [
     ("mesh.data", 0, "an integer >= 1"),
     ("rl.objective", "sac", "choose from ppo, reinforce"),
     ("rollout.cache", "none", "choose from persistent, reprefill"),
+    ("rollout.slots", -1, "an integer >= 0"),
+    ("model.preset", "qwen_1_8", "unknown model preset 'qwen_1_8'; did you mean qwen_1_8b"),
     ("model.remat", "some", "choose from none, full"),
 ]
 

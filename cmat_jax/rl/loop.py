@@ -159,12 +159,15 @@ class CmatRun(Driver):
         sampler = Sampler(self.state.model(ASSISTANT_ROLE),
                           SamplerConfig(max_len=rollout.max_len, unroll_decode_layers=rollout.unroll_decode_layers),
                           mesh=self.state.mesh)
-        replies = ModelReplies(sampler, self.tokenizer)
+        sources = self._reply_sources(ModelReplies(sampler, self.tokenizer))
         engine = lambda temperature: build_rollout_engine(  # noqa: E731
-            self.cmat.engine(temperature), assistant=replies, tokenizer=self.tokenizer, checker=replies,
-            reflector=replies)
+            self.cmat.engine(temperature), tokenizer=self.tokenizer, **sources)
         self.train_engine = engine(rollout.temperature)
         self.eval_engine = engine(0.0)
+
+    def _reply_sources(self, replies: ModelReplies) -> dict:
+        """Each role's reply source: the one sampler for all (bench/bench_iteration.py times them apart)."""
+        return dict(assistant=replies, checker=replies, reflector=replies)
 
     def _weights(self) -> dict:
         return {role: self.state.sampling_weights(role)[1] for role in self.state.roles}

@@ -170,7 +170,7 @@ class CmatSettings:
             assistant=assistant, trials=self.reflection.trials, checker=self.checker.mode, cache=self.rollout.cache,
             checker_sampling=dataclasses.replace(assistant, max_new_tokens=self.checker.max_new_tokens),
             reflection=dataclasses.replace(assistant, max_new_tokens=self.reflection.max_new_tokens),
-            max_rounds=self.rollout.max_rounds, max_len=self.rollout.max_len)
+            max_rounds=self.rollout.max_rounds, max_len=self.rollout.max_len, slots=self.rollout.slots or None)
 
     def check_lengths(self, train_opening: int, eval_opening: int) -> None:
         """Refuses lengths the tasks' prompts cannot run with: `train_opening` and `eval_opening` are the

@@ -35,6 +35,7 @@ class EngineSettings:
     max_output_chars: int = 800
     heap_limit_mib: int = 256
     max_len: Optional[int] = None  # the sampler's context; the prompt budget is max_len - the reply's tokens
+    slots: Optional[int] = None  # episodes played at once; None: every episode of a trial
     prompt_budget: Optional[int] = None  # prompt tokens, when not max_len - assistant.max_new_tokens
 
     @property
@@ -45,7 +46,7 @@ class EngineSettings:
 @dataclasses.dataclass(frozen=True)
 class RolloutSettings(Section):
     """The training rollouts: B tasks x G samples per iteration, the Assistant's sampling, the sampler's
-    context, the opening instructions, the curriculum and the KV cache."""
+    context, the opening instructions, the curriculum, the KV cache and how many episodes play at once."""
 
     SECTION = "rollout"
     tasks_per_iteration: int  # B
@@ -63,6 +64,7 @@ class RolloutSettings(Section):
     curriculum_window: int  # groups whose mean success rate is a task's pass rate
     unroll_decode_layers: bool
     cache: str
+    slots: int  # episodes played at once; 0: every episode of a trial
 
     def __post_init__(self):
         self.check("tasks_per_iteration", integer, 1, what="tasks drawn per iteration")
@@ -88,6 +90,7 @@ class RolloutSettings(Section):
                                "rollout.curriculum_window at 1")
         self.check("unroll_decode_layers", flag)
         self.check("cache", choice, CACHE_MODES)
+        self.check("slots", integer, 0, what="episodes played at once; 0: every episode of a trial")
         if self.max_len <= self.max_new_tokens:
             raise SettingError(f"rollout.max_len is {self.max_len}, which leaves no room for a prompt beside "
                                f"rollout.max_new_tokens={self.max_new_tokens}; expected rollout.max_len > "

@@ -110,14 +110,8 @@ def tinyagent_config(preset: str) -> config_dict.ConfigDict:
     AgentTuning's 0.2 share of agent data, 16 x 4096-token batches; each config
     then sets what differs by model (microbatches, loss chunk, ...).
     """
-    c = default_config()
+    c = _tinyagent_model(default_config(), preset)
     c.workdir = f"workdir/sft_{preset}"
-    c.model.preset = preset  # the shape, for --config.model.random_init=true speed runs
-    c.model.dtype = "bfloat16"
-    c.model.param_dtype = "bfloat16"
-    c.model.remat = "save_linear"
-    c.lora.rank = 16
-    c.lora.alpha = 32.0
     c.lora.dropout = 0.05
     c.data.agent_fraction = 0.2
     c.data.batch_size = 16
@@ -129,6 +123,64 @@ def tinyagent_config(preset: str) -> config_dict.ConfigDict:
     c.train.log_every = 10
     c.checkpoint.every = 200
     c.checkpoint.keep = 3
+    return c
+
+
+def _tinyagent_model(c: config_dict.ConfigDict, preset: str) -> config_dict.ConfigDict:
+    """The real-model settings both recipes share: bf16 weights and compute, 'save_linear' remat (keeps each
+    projection's output, recomputes the rest: docs/benchmarks.md), LoRA rank 16 on every projection."""
+    c.model.preset = preset  # the shape, for --config.model.random_init=true speed runs
+    c.model.dtype = "bfloat16"
+    c.model.param_dtype = "bfloat16"
+    c.model.remat = "save_linear"
+    c.lora.rank = 16
+    c.lora.alpha = 32.0
+    return c
+
+
+def tinyagent_cmat_config(preset: str) -> config_dict.ConfigDict:
+    """The shared CMAT recipe of the real-model configs (configs/cmat_<preset>.py): the model settings of
+    `tinyagent_config`, a warm start on the oracle's episodes of generated DBBench-style tasks, then
+    iterations of 16 tasks x 8 samples with reflection (2 trials) and the static Checker, evaluated on the
+    DBBench dev tasks. Each config then sets what its model's memory decides (context, episodes at once,
+    microbatches, loss chunk)."""
+    from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS
+
+    c = _tinyagent_model(cmat_config(), preset)
+    c.workdir = f"workdir/cmat_{preset}"
+    # No dropout: the sampler runs without it, so dropout in the update would move PPO's ratio off 1 before
+    # any step has changed the policy.
+    c.lora.dropout = 0.0
+
+    c.tasks.generator_profile = "dbbench"  # every DBBench task type, Wikipedia-style tables
+    c.tasks.train_count = 4000
+    c.tasks.eval = DBBENCH_DEV_TASKS  # evaluation and model selection only: never trained on
+
+    # SFT warm start on the oracle's episodes: 300 steps of 16 x 2048 tokens see each task about 5 times
+    # (about 480 tokens per episode, as configs/cmat_smollm2_135m.py measured).
+    c.train.steps = 300
+    c.train.learning_rate = 2e-4  # tinyagent_config's LoRA SFT rate
+    c.train.warmup_steps = 20
+    c.train.log_every = 10
+    c.data.batch_size = 16
+    c.data.seq_len = 2048
+
+    # The iteration issue 28 measures: 16 tasks x 8 samples, reflection on, the static Checker.
+    c.rollout.tasks_per_iteration = 16
+    c.rollout.group_size = 8
+    c.rollout.max_new_tokens = 128  # a thought and one statement; the SmolLM2 recipe's measured length
+    c.rollout.temperature = 0.7
+    c.reflection.trials = 2
+    c.checker.mode = "static"
+
+    c.rl.iterations = 30
+    c.rl.objective = "ppo"
+    c.rl.advantage = "grpo"
+    c.rl.learning_rate = 2e-5  # a tenth of the warm start's: keeps the policy ratio inside PPO's clip range
+    c.rl.rows = 16
+    c.rl.eval_every = 5
+    c.checkpoint.every = 10
+    c.checkpoint.keep = 5  # the warm start's checkpoint stays for evaluation and branching
     return c
 
 
@@ -197,6 +249,9 @@ def _rollout() -> config_dict.ConfigDict:
     # of a 30-layer SmolLM2-135M on one H200 (docs/benchmarks.md), at the price of more device memory.
     r.unroll_decode_layers = False
     r.cache = "persistent"  # persistent: each episode's KV cache kept across turns | reprefill: all each turn
+    # Episodes played at once (continuous batching: a finished episode's place goes to the next); 0: every
+    # episode of a trial. The KV cache holds one row per episode at once, so this bounds rollout memory.
+    r.slots = 0
     return r
 
 

@@ -9,15 +9,12 @@ model and a PEFT adapter on the imported directory, and both load in
 transformers with cmat_jax's logits.
 """
 
-import json
 import os
 
 from cmat_jax.checkpoints.gguf import import_gguf
 from cmat_jax.envs.sql.tasks import DBBENCH_DEV_TASKS
-from cmat_jax.rl.loop import CmatRun
-from cmat_jax.settings.run import parse_run
 from tests.checkpoints import tiny_gguf
-from tests.repo_configs import config_module
+from tests.repo_configs import config_module, run_cmat
 
 
 def test_recipe_trains_a_gguf_imported_model_and_evaluates_on_dbbench_dev(tmp_path):
@@ -44,13 +41,7 @@ def test_recipe_trains_a_gguf_imported_model_and_evaluates_on_dbbench_dev(tmp_pa
     c.rl.rows = 2
     c.rl.seq_len = 1024
     c.checkpoint.async_save = False
-    run = CmatRun(parse_run(c))
-    try:
-        run.run()
-    finally:
-        run.close()
-    with open(os.path.join(c.workdir, "metrics.jsonl"), encoding="utf-8") as f:
-        records = [json.loads(line) for line in f]
+    run, records = run_cmat(c)
     assert [(r["phase"], r["iteration"]) for r in records] == [("sft", 0)] * 2 + [("eval", 0), ("rl", 1),
                                                                                    ("eval", 1)]
     assert len(run.eval_tasks) == 60  # the whole dev split: no generated task coincides with one
