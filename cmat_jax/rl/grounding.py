@@ -6,11 +6,15 @@ three-to-six-row tables, a colour from a handful of values, after a query that r
 useful. The share of successes that are grounded (`grounded_success_rate` in the rl and eval
 records) tells such luck from the skill the tasks test: querying the right row, then copying what
 came back. Table-state tasks (INSERT, UPDATE) are graded on the table itself and always count.
+
+With rl.grounded_reward the iterations train on that distinction: a success the database did not
+show earns the reward of a wrong answer (`withhold_luck`), so guessing is not reinforced.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 from cmat_jax.agents.trajectory import ASSISTANT_ROLE, Trajectory
 from cmat_jax.envs.sql.grading import parse_final_answer
@@ -30,6 +34,13 @@ def shown_by_the_database(trajectory: Trajectory) -> bool:
     if not values or not all(values) or not observations:
         return False
     return all(any(re.search(_EDGE.format(re.escape(v)), seen) for seen in observations) for v in values)
+
+
+def withhold_luck(trajectories: Sequence[Trajectory]) -> None:
+    """Gives each correct but ungrounded trajectory the outcome reward of a wrong one (0); its status stays."""
+    for trajectory in trajectories:
+        if trajectory.correct and not grounded(trajectory):
+            trajectory.reward = 0.0
 
 
 def grounded(trajectory: Trajectory) -> bool:

@@ -56,6 +56,7 @@ from cmat_jax.eval_report import final_trajectories
 from cmat_jax.rl import episodes as episode_lib
 from cmat_jax.rl.advantages import make_advantage
 from cmat_jax.rl.dynamic_sampling import Rollouts, play_rounds
+from cmat_jax.rl.grounding import withhold_luck
 from cmat_jax.rl.objectives import ObjectiveConfig, check_reference, objective_loss
 from cmat_jax.rl.report import plot_success, write_summary
 from cmat_jax.rl.rows import RL_BATCH_KEYS, pack_segments
@@ -304,6 +305,8 @@ class CmatRun(Driver):
                                                  weights=self._weights(), memory=self.memory, user=self.user)
             for task in tasks:
                 self.user.record(task.task_id, [t.correct for t in trajectories if t.task_id == task.task_id])
+            if c.rl.grounded_reward:
+                withhold_luck(trajectories)
             return trajectories
 
         informative = lambda played: episode_lib.signal_tasks(  # noqa: E731

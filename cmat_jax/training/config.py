@@ -264,6 +264,8 @@ def _rl() -> config_dict.ConfigDict:
     # Leave samples whose advantage is 0 (with positive_only: all that did not beat their group) out of the
     # update's rows: no compute is spent on them, and the token mean runs over the reinforced samples alone.
     r.reinforced_only = False
+    # A correct answer the database never showed (a guessed count, say; rl/grounding.py) earns 0, as a wrong one.
+    r.grounded_reward = False
     r.clip_eps = 0.2
     r.clip_eps_high = 0.0  # 0: same as clip_eps
     r.kl_coef = 0.0  # k3 KL to the frozen base (adapters off)

@@ -184,3 +184,13 @@ def test_rl_positive_only_reaches_the_advantages(tmp_path, monkeypatch, positive
     monkeypatch.setattr(loop.episode_lib, "training_segments", spy)
     run(small_config(tmp_path, **{"rl.positive_only": positive_only, "rl.iterations": 1, "train.steps": 1}))
     assert seen == [positive_only]
+
+
+@pytest.mark.parametrize("grounded_reward", [False, True])
+def test_rl_grounded_reward_rewrites_the_rewards_before_the_update(tmp_path, monkeypatch, grounded_reward):
+    from cmat_jax.rl import loop
+
+    seen = []
+    monkeypatch.setattr(loop, "withhold_luck", lambda trajectories: seen.append(len(trajectories)))
+    run(small_config(tmp_path, **{"rl.grounded_reward": grounded_reward, "rl.iterations": 1, "train.steps": 1}))
+    assert len(seen) == int(grounded_reward) and (not seen or seen[0] > 0)

@@ -41,3 +41,20 @@ def test_a_value_must_appear_whole():
     assert grounded(with_observations(trajectory, f"[('{answer}',)]"))
     assert not grounded(with_observations(trajectory, f"[('1{answer}',)]"))
     assert not grounded(with_observations(trajectory, f"[('{answer}1',)]"))
+
+
+def test_grounded_reward_withholds_the_reward_of_a_lucky_success_only():
+    from cmat_jax.rl.episodes import training_segments
+    from cmat_jax.rl.advantages import make_advantage
+    from cmat_jax.rl.grounding import withhold_luck
+
+    read, guessed = oracle_trajectories(2)
+    guessed = with_observations(guessed, "[]")
+    withhold_luck([read, guessed])
+    assert (read.reward, guessed.reward) == (1.0, 0.0) and guessed.correct  # the grade stays; the reward goes
+    assert rollout_metrics([read, guessed], -1.0)["success_rate"] == 1.0
+    # A group of one read answer and one guess carries the signal between them.
+    guessed = dataclasses.replace(guessed, task_id=read.task_id, sample=1)
+    segments, report = training_segments([read, guessed], "assistant", -1.0, make_advantage("grpo"),
+                                         positive_only=True, reinforced_only=True)
+    assert report["zero_adv_frac"] == 0.0 and len(segments) == 1
