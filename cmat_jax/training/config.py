@@ -165,7 +165,7 @@ def tinyagent_cmat_config(preset: str) -> config_dict.ConfigDict:
     c.data.batch_size = 16
     c.data.seq_len = 2048
 
-    # The iteration issue 28 measures: 16 tasks x 8 samples, reflection on, the static Checker.
+    # The iteration bench/bench_iteration.py measures: 16 tasks x 8 samples, reflection on, the static Checker.
     c.rollout.tasks_per_iteration = 16
     c.rollout.group_size = 8
     c.rollout.max_new_tokens = 128  # a thought and one statement; the SmolLM2 recipe's measured length

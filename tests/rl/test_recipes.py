@@ -24,7 +24,7 @@ def test_recipe_parses_with_a_model_directory_and_as_random_weights_of_its_shape
     c.model.hf_dir = str(tmp_path / "model")
     settings = parse_run(c)
     rollout = settings.cmat.rollout
-    assert (rollout.tasks_per_iteration, rollout.group_size) == (16, 8)  # the iteration issue 28 measures
+    assert (rollout.tasks_per_iteration, rollout.group_size) == (16, 8)  # the iteration bench_iteration.py measures
     assert settings.cmat.reflection.trials == 2 and settings.cmat.checker.mode == "static"
     assert rollout.max_len >= 2048 and settings.cmat.rl.seq_len >= rollout.max_len
     assert settings.model.dtype == settings.model.param_dtype == "bfloat16"
