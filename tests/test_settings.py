@@ -83,6 +83,7 @@ CMAT_REFUSALS = [
     ("tasks.eval_count", 0, "an integer >= 1"),
     ("tasks.demo_count", -1, "an integer >= 0"),
     ("rl.sft_twin_steps", -1, "an integer >= 0"),
+    ("rl.statement_credit", -0.5, "a finite number >= 0"),
     ("rl.groups_per_update", -1, "an integer >= 0"),
     ("rl.max_sampling_rounds", -1, "an integer >= 0"),
     ("rollout.curriculum_window", 0, "an integer >= 1"),

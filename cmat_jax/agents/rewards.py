@@ -7,11 +7,15 @@
   default -1), so a format failure is distinguishable from a wrong answer.
 - A learned Checker turn's reward (`checker_reward`): 1 when its verdict agrees
   with what execution showed, else 0. The engine writes it on the turn.
+- With rl.statement_credit w > 0 the loop adds to the outcome of a readable
+  episode w times the share of its statements that ran without error
+  (`add_statement_credit`): a denser signal than the answer alone, for a
+  policy whose statements the Checker or the database mostly refuse.
 """
 
 from __future__ import annotations
 
-from cmat_jax.agents.trajectory import CHECKER_ROLE, CORRECT, FORMAT_FAILURE, Trajectory, Turn
+from cmat_jax.agents.trajectory import ASSISTANT_ROLE, CHECKER_ROLE, CORRECT, FORMAT_FAILURE, Trajectory, Turn
 
 
 def outcome_reward(trajectory: Trajectory) -> float:
@@ -22,6 +26,21 @@ def assistant_reward(trajectory: Trajectory, format_penalty: float) -> float:
     if trajectory.status == FORMAT_FAILURE:
         return float(format_penalty)
     return trajectory.reward
+
+
+def clean_statement_share(trajectory: Trajectory) -> float:
+    """The share of the Assistant's statements in `trajectory` that ran without error (0 without any)."""
+    statements = [t for t in trajectory.role_turns(ASSISTANT_ROLE) if t.info.get("sql") is not None]
+    clean = [t for t in statements if t.info.get("executed", True) and t.info.get("error") is None]
+    return len(clean) / len(statements) if statements else 0.0
+
+
+def add_statement_credit(trajectories, weight: float) -> None:
+    """Adds `weight` x clean_statement_share to the outcome reward of each readable trajectory (a format
+    failure keeps rl.format_penalty, which assistant_reward gives it whatever its outcome)."""
+    for trajectory in trajectories:
+        if trajectory.status != FORMAT_FAILURE:
+            trajectory.reward += weight * clean_statement_share(trajectory)
 
 
 def checker_reward(turn: Turn, trajectory: Trajectory) -> float:

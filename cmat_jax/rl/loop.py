@@ -48,6 +48,7 @@ from cmat_jax import distributed, interrupts
 from cmat_jax.agents.memory import ReflectionMemory
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.replies import ModelReplies
+from cmat_jax.agents.rewards import add_statement_credit
 from cmat_jax.agents.trajectory import ASSISTANT_ROLE, CHECKER_ROLE
 from cmat_jax.agents.user import User
 from cmat_jax.envs.sql.env import SqlEnvConfig
@@ -307,6 +308,8 @@ class CmatRun(Driver):
                 self.user.record(task.task_id, [t.correct for t in trajectories if t.task_id == task.task_id])
             if c.rl.grounded_reward:
                 withhold_luck(trajectories)
+            if c.rl.statement_credit:
+                add_statement_credit(trajectories, c.rl.statement_credit)
             return trajectories
 
         informative = lambda played: episode_lib.signal_tasks(  # noqa: E731

@@ -75,6 +75,7 @@ class RlSettings(Section):
     positive_only: bool
     reinforced_only: bool  # the update's rows hold only samples with a nonzero advantage
     grounded_reward: bool  # a success the database did not show earns a wrong answer's reward
+    statement_credit: float  # reward per share of an episode's statements that ran without error
     clip_eps: float
     clip_eps_high: float  # 0: same as clip_eps
     kl_coef: float
@@ -97,6 +98,8 @@ class RlSettings(Section):
         self.check("positive_only", flag)
         self.check("reinforced_only", flag)
         self.check("grounded_reward", flag)
+        self.check("statement_credit", number, low=0.0, what="reward for an episode whose statements all ran "
+                   "without error, scaled by their share; 0: off")
         self.check("clip_eps", number, low=0.0, high=1.0, low_open=True, high_open=True)
         self.check("clip_eps_high", number, low=0.0, what="0: same as rl.clip_eps")
         self.check("kl_coef", number, low=0.0)

@@ -266,6 +266,8 @@ def _rl() -> config_dict.ConfigDict:
     r.reinforced_only = False
     # A correct answer the database never showed (a guessed count, say; rl/grounding.py) earns 0, as a wrong one.
     r.grounded_reward = False
+    # Added to a readable episode's reward, times the share of its statements that ran without error (0: off).
+    r.statement_credit = 0.0
     r.clip_eps = 0.2
     r.clip_eps_high = 0.0  # 0: same as clip_eps
     r.kl_coef = 0.0  # k3 KL to the frozen base (adapters off)

@@ -186,11 +186,14 @@ def test_rl_positive_only_reaches_the_advantages(tmp_path, monkeypatch, positive
     assert seen == [positive_only]
 
 
-@pytest.mark.parametrize("grounded_reward", [False, True])
-def test_rl_grounded_reward_rewrites_the_rewards_before_the_update(tmp_path, monkeypatch, grounded_reward):
+@pytest.mark.parametrize("on", [False, True])
+def test_reward_settings_rewrite_the_rewards_before_the_update(tmp_path, monkeypatch, on):
+    """rl.grounded_reward and rl.statement_credit reach the iteration's trajectories, and only when set."""
     from cmat_jax.rl import loop
 
     seen = []
-    monkeypatch.setattr(loop, "withhold_luck", lambda trajectories: seen.append(len(trajectories)))
-    run(small_config(tmp_path, **{"rl.grounded_reward": grounded_reward, "rl.iterations": 1, "train.steps": 1}))
-    assert len(seen) == int(grounded_reward) and (not seen or seen[0] > 0)
+    for rewrite in ("withhold_luck", "add_statement_credit"):
+        monkeypatch.setattr(loop, rewrite, lambda trajectories, *args, name=rewrite: seen.append((name, args)))
+    run(small_config(tmp_path, **{"rl.grounded_reward": on, "rl.statement_credit": 0.2 if on else 0.0,
+                                  "rl.iterations": 1, "train.steps": 1}))
+    assert seen == ([("withhold_luck", ()), ("add_statement_credit", (0.2,))] if on else [])

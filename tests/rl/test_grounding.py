@@ -58,3 +58,19 @@ def test_grounded_reward_withholds_the_reward_of_a_lucky_success_only():
     segments, report = training_segments([read, guessed], "assistant", -1.0, make_advantage("grpo"),
                                          positive_only=True, reinforced_only=True)
     assert report["zero_adv_frac"] == 0.0 and len(segments) == 1
+
+
+def test_statement_credit_rewards_the_share_of_statements_that_ran_clean():
+    from cmat_jax.agents.rewards import add_statement_credit, clean_statement_share
+    from cmat_jax.agents.trajectory import WRONG
+
+    read, failed = oracle_trajectories(2)
+    assert clean_statement_share(read) == 1.0  # the oracle's statements all run
+    statements = [t for t in failed.role_turns("assistant") if t.info.get("sql") is not None]
+    failed = dataclasses.replace(failed, status=WRONG, turns=[
+        dataclasses.replace(t, info={**t.info, "error": "1054 (42S22): Unknown column"}) if t is statements[0] else t
+        for t in failed.turns], reward=0.0)
+    share = (len(statements) - 1) / len(statements)
+    assert clean_statement_share(failed) == share
+    add_statement_credit([read, failed], 0.25)
+    assert (read.reward, failed.reward) == (1.25, 0.25 * share)
