@@ -46,6 +46,8 @@ def cmat_config(tmp: str, name: str):
     c.train.learning_rate = 2e-2
     c.data.batch_size = 8  # half the config's 16 demonstrations per step: a short warm start
     c.tasks.train_count = 16
+    c.tasks.demo_count = None  # every task demonstrated, and both advantage signs trained: every process
+    c.rl.positive_only = c.rl.reinforced_only = False  # has update rows in its one iteration
     c.tasks.eval_count = 2
     c.rollout.tasks_per_iteration = 2
     c.rollout.group_size = 4
