@@ -28,11 +28,20 @@ def assistant_reward(trajectory: Trajectory, format_penalty: float) -> float:
     return trajectory.reward
 
 
+def statements(trajectory: Trajectory) -> list[Turn]:
+    """The Assistant's turns in `trajectory` that proposed a SQL statement (run, or blocked by the Checker)."""
+    return [t for t in trajectory.role_turns(ASSISTANT_ROLE) if t.info.get("sql") is not None]
+
+
+def ran_clean(turn: Turn) -> bool:
+    """The statement of `turn` was executed (not blocked) and raised no error."""
+    return turn.info.get("executed", False) and turn.info.get("error") is None
+
+
 def clean_statement_share(trajectory: Trajectory) -> float:
     """The share of the Assistant's statements in `trajectory` that ran without error (0 without any)."""
-    statements = [t for t in trajectory.role_turns(ASSISTANT_ROLE) if t.info.get("sql") is not None]
-    clean = [t for t in statements if t.info.get("executed", True) and t.info.get("error") is None]
-    return len(clean) / len(statements) if statements else 0.0
+    proposed = statements(trajectory)
+    return sum(map(ran_clean, proposed)) / len(proposed) if proposed else 0.0
 
 
 def add_statement_credit(trajectories, weight: float) -> None:
@@ -48,9 +57,7 @@ def checker_reward(turn: Turn, trajectory: Trajectory) -> float:
     that ran without error in an episode that succeeded, or rejected one in an episode that failed."""
     if not turn.verdict["ok"]:
         return float(not trajectory.correct)
-    judged = trajectory.turns[turn.info["judged_turn"]]
-    ran_clean = judged.info.get("executed", False) and judged.info.get("error") is None
-    return float(ran_clean and trajectory.correct)
+    return float(ran_clean(trajectory.turns[turn.info["judged_turn"]]) and trajectory.correct)
 
 
 def score(trajectory: Trajectory) -> None:

@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from cmat_jax.agents.rewards import assistant_reward
+from cmat_jax.agents.rewards import assistant_reward, statements
 from cmat_jax.agents.trajectory import ASSISTANT_ROLE, CHECKER_ROLE, FORMAT_FAILURE, Trajectory, Turn
 from cmat_jax.rl.advantages import GroupAdvantages
 from cmat_jax.rl.grounding import grounded
@@ -120,13 +120,13 @@ def rollout_metrics(trajectories: Sequence[Trajectory], format_penalty: float) -
     """success_rate, reward_mean, format_failure_rate, grounded_success_rate over trajectories;
     checker_block_rate over statements."""
     n = max(len(trajectories), 1)
-    statements = [t for tr in trajectories for t in tr.role_turns(ASSISTANT_ROLE) if t.info.get("sql") is not None]
-    blocked = [t for t in statements if not t.info.get("executed", True)]
+    proposed = [t for trajectory in trajectories for t in statements(trajectory)]
+    blocked = [t for t in proposed if not t.info.get("executed", True)]
     return {
         "success_rate": sum(t.correct for t in trajectories) / n,
         "reward_mean": sum(assistant_reward(t, format_penalty) for t in trajectories) / n,
         "format_failure_rate": sum(t.status == FORMAT_FAILURE and not t.correct for t in trajectories) / n,
-        "checker_block_rate": len(blocked) / max(len(statements), 1),
+        "checker_block_rate": len(blocked) / max(len(proposed), 1),
         # successes whose answer the database showed: the rest were right by luck (rl/grounding.py)
         "grounded_success_rate": sum(t.correct and grounded(t) for t in trajectories) / n,
     }
