@@ -20,8 +20,8 @@ command, then the TPU build of the jax version that install chose.
 
 `local` starts N processes on this machine, each with --cpu-devices CPU devices
 and the coordinator on localhost: the stand-in for N hosts (cross-process
-collectives go over gloo). Process 0 writes to this terminal as it is; the
-others' lines are prefixed `[process i]`. When one process fails the others are
+collectives go over gloo). Each line of output comes through whole: process
+0's as it is, the others' prefixed `[process i]`. When one process fails the others are
 stopped and its exit status is returned; --timeout (seconds) stops all (status 124).
 """
 
@@ -212,14 +212,15 @@ def run_local(command: Sequence[str], count: int, cpu_devices: int, port: Option
     try:
         for index in range(count):
             env = process_env(os.environ, index, count, cpu_devices, port)
-            piped = index > 0
-            p = subprocess.Popen(list(command), env=env, start_new_session=True,
-                                 stdout=subprocess.PIPE if piped else None, stderr=subprocess.STDOUT if piped else None)
+            # Every stdout goes through a relay that writes whole lines, so process 0's lines can't be cut
+            # by another's (an unbuffered child writes print()'s pieces one at a time).
+            p = subprocess.Popen(list(command), env=env, start_new_session=True, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT if index > 0 else None)
             processes.append(p)
-            if piped:
-                relay = threading.Thread(target=_relay, args=(p.stdout, f"[process {index}] "), daemon=True)
-                relay.start()
-                relays.append(relay)
+            prefix = f"[process {index}] " if index > 0 else ""
+            relay = threading.Thread(target=_relay, args=(p.stdout, prefix), daemon=True)
+            relay.start()
+            relays.append(relay)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         status = 0
         while True:
