@@ -388,6 +388,7 @@ def main(argv=None) -> None:
         ours = run_json(me + ["--side", "ours"], timeout=3600)  # first: the peer replays what it recorded
         if "error" in ours:
             raise SystemExit(f"the cmat_jax side failed: {ours['error']}")
+        save_json(args, argv, ours, None)  # kept if the peer's side fails or is stopped
         peer = None
         if not args.no_peer:
             peer = run_json(me + ["--side", "peer"], timeout=3600)
@@ -407,6 +408,10 @@ def main(argv=None) -> None:
     if peer:
         print("Checker, environment and other rollout seconds are host code both sides share: the peer's row "
               "counts cmat_jax's")
+    save_json(args, argv, ours, peer)
+
+
+def save_json(args: argparse.Namespace, argv: list, ours: dict, peer: dict | None) -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"command": shlex.join(["python", "bench/bench_iteration.py", *argv]), "args": vars(args),
