@@ -18,7 +18,7 @@ from cmat_jax.settings.rollout import (CheckerSettings, EngineSettings, Reflecti
 from cmat_jax.settings.training import WarmStartSettings
 
 # Each name list is the registry of the module that uses it (tests/test_settings.py holds them equal).
-GENERATOR_PROFILES = ("dbbench", "tiny", "lookup")  # taskgen/profiles.py PROFILES
+GENERATOR_PROFILES = ("dbbench", "tiny", "lookup", "hard")  # taskgen/profiles.py PROFILES
 OBJECTIVES = ("ppo", "reinforce")  # rl/objectives.py
 ADVANTAGES = ("grpo", "rloo", "reinforce")  # rl/advantages.py
 GROUP_BASELINES = ("grpo", "rloo")  # advantages whose baseline is the task's other samples

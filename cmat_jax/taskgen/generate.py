@@ -20,7 +20,7 @@ prefix of a longer one. Task types follow the profile's cycle, shuffled per cycl
 every type appears in each run of `len(cycle)` tasks. Task ids are
 "gen-<profile>-<seed>-<i>".
 
-Profiles (dbbench, tiny, lookup): profiles.py. The generator's parts: a table
+Profiles (dbbench, tiny, lookup, hard): profiles.py. The generator's parts: a table
 (tables.py), a draft of each task type (drafts.py), its label from the environment
 (labels.py).
 """

@@ -11,6 +11,10 @@
   lookup   the tiny tables with only lookups by key ('other') and counts by
            category ('counting'): the tasks of the embedded CMAT demo
            (configs/cmat_tiny.py), which a 2-layer model learns within minutes.
+  hard     dbbench's tables, 15-30 rows, every table name in need of backquotes,
+           up to three conditions, a cycle weighted to multi-condition UPDATEs,
+           ranking and aggregations over casts: tasks a warm-started small model
+           fails more often, so that sampled groups carry signal.
 """
 
 from __future__ import annotations
@@ -62,5 +66,14 @@ PROFILES = {
         name="lookup", domains=domains.TINY_DOMAINS, rows=(3, 6), columns=(2, 4),
         cycle=("other", "counting"), style="tiny", max_answers=3, max_conditions=1, lowercase=0.0, snake_case=0.0,
         numeric_cast=False, insert_columns=3,
+    ),
+    # Harder than dbbench for a warm-started small model: no identifier-style table names (every name needs
+    # backquotes, so the natural first statement errors), bigger tables, up to three conditions, and a cycle
+    # weighted to what fails most: multi-condition UPDATEs, ranking and aggregations over casts.
+    "hard": Profile(
+        name="hard", domains=domains.DBBENCH_DOMAINS, rows=(15, 30), columns=None,
+        cycle=("other", "counting", "comparison", "comparison", "ranking", "ranking", "aggregation-SUM",
+               "aggregation-MIN", "aggregation-MAX", "aggregation-AVG") + ("INSERT",) * 2 + ("UPDATE",) * 6,
+        style="dbbench", max_answers=8, max_conditions=3, lowercase=0.25, snake_case=0.0, numeric_cast=True,
     ),
 }  # fmt: skip

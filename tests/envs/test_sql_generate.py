@@ -221,3 +221,12 @@ def test_cli_writes_what_write_tasks_writes(tmp_path, capsys):
         make_sql_tasks.main(["--n", "2", "--seed", "0", "--out", str(tmp_path / "missing" / "x.jsonl")])
     assert exit_info.value.code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_hard_profile_needs_backquotes_and_more_conditions():
+    tasks = generate_tasks(COUNTS["hard"], seed=11, profile="hard")
+    assert not [t.table_name for t in tasks if re.fullmatch(r"\w+", t.table_name)]  # none runs unquoted
+    conditions = [t.gold_query.count(" AND ") + 1 for t in tasks if t.gold_query and " WHERE " in t.gold_query]
+    assert max(conditions) == 3 > PROFILES["dbbench"].max_conditions
+    updates = collections.Counter(t.task_type for t in tasks)["UPDATE"]
+    assert updates == len(tasks) * 6 // len(PROFILES["hard"].cycle)
