@@ -7,7 +7,8 @@ over those last trajectories' final environment infos: an episode counts as
 correct if any of its trials is correct. `per_trial` adds, for each trial, how
 many episodes reached it, how many of those it solved, and the accuracy over all
 episodes within the first trials (the first trial's is accuracy without
-reflection).
+reflection). `recovery` counts the first trials whose first statement errored or was blocked, and how many
+of them still solved the task: recovery within an episode, before any reflection.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import collections
 from typing import Any, Sequence
 
+from cmat_jax.agents.rewards import recovery_counts
 from cmat_jax.agents.trajectory import STATUSES, Trajectory
 from cmat_jax.envs.sql.metrics import REPORTED_TYPES, dbbench_metrics
 
@@ -46,6 +48,9 @@ def variant_metrics(trajectories: Sequence[Trajectory], trials: int) -> dict[str
                           "accuracy": correct / len(ran) if ran else 0.0,
                           "cumulative_accuracy": solved / len(final) if final else 0.0})
     statuses = collections.Counter(t.status for t in final)
+    failed_first, recovered = recovery_counts([t for t in trajectories if t.trial == 0])
+    metrics["recovery"] = {"first_statement_failed": failed_first, "recovered": recovered,
+                           "rate": recovered / failed_first if failed_first else 0.0}
     metrics["per_trial"] = per_trial
     metrics["statuses"] = {s: statuses.get(s, 0) for s in STATUSES}
     return metrics
@@ -62,6 +67,10 @@ def format_table(metrics: dict[str, Any]) -> str:
         f"format failures {metrics['format_failures']}, round-limit failures {metrics['round_limit_failures']}, "
         f"checker rejections {metrics['checker_rejections']}"
     )
+    if "recovery" in metrics:
+        r = metrics["recovery"]
+        lines.append(f"first statement failed in {r['first_statement_failed']} first trials; {r['recovered']} of "
+                     f"them still solved the task ({r['rate']:.3f})")
     if len(metrics.get("per_trial", ())) > 1:
         lines.append("accuracy within trials: " + ", ".join(
             f"{t['trial']}: {t['cumulative_accuracy']:.3f}" for t in metrics["per_trial"]))

@@ -44,6 +44,13 @@ def clean_statement_share(trajectory: Trajectory) -> float:
     return sum(map(ran_clean, proposed)) / len(proposed) if proposed else 0.0
 
 
+def recovery_counts(trajectories) -> tuple[int, int]:
+    """(trajectories whose first statement did not run clean, those of them that still ended correct): how
+    often the Assistant recovers within an episode from an error or a Checker block."""
+    failed = [t for t in trajectories if statements(t) and not ran_clean(statements(t)[0])]
+    return len(failed), sum(t.correct for t in failed)
+
+
 def add_statement_credit(trajectories, weight: float) -> None:
     """Adds `weight` x clean_statement_share to the outcome reward of each readable trajectory (a format
     failure keeps rl.format_penalty, which assistant_reward gives it whatever its outcome)."""

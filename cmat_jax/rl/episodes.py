@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from cmat_jax.agents.rewards import assistant_reward, statements
+from cmat_jax.agents.rewards import assistant_reward, recovery_counts, statements
 from cmat_jax.agents.trajectory import ASSISTANT_ROLE, CHECKER_ROLE, FORMAT_FAILURE, Trajectory, Turn
 from cmat_jax.rl.advantages import GroupAdvantages
 from cmat_jax.rl.grounding import grounded
@@ -118,10 +118,12 @@ def training_segments(trajectories: Sequence[Trajectory], role: str, format_pena
 
 def rollout_metrics(trajectories: Sequence[Trajectory], format_penalty: float) -> dict[str, float]:
     """success_rate, reward_mean, format_failure_rate, grounded_success_rate over trajectories;
-    checker_block_rate over statements."""
+    checker_block_rate over statements; first_statement_failed_rate (its first statement errored or was
+    blocked) and recovery_rate (the share of those that still ended correct)."""
     n = max(len(trajectories), 1)
     proposed = [t for trajectory in trajectories for t in statements(trajectory)]
     blocked = [t for t in proposed if not t.info.get("executed", True)]
+    failed_first, recovered = recovery_counts(trajectories)
     return {
         "success_rate": sum(t.correct for t in trajectories) / n,
         "reward_mean": sum(assistant_reward(t, format_penalty) for t in trajectories) / n,
@@ -129,6 +131,8 @@ def rollout_metrics(trajectories: Sequence[Trajectory], format_penalty: float) -
         "checker_block_rate": len(blocked) / max(len(proposed), 1),
         # successes whose answer the database showed: the rest were right by luck (rl/grounding.py)
         "grounded_success_rate": sum(t.correct and grounded(t) for t in trajectories) / n,
+        "first_statement_failed_rate": failed_first / n,
+        "recovery_rate": recovered / max(failed_first, 1),
     }
 
 

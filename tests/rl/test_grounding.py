@@ -1,4 +1,5 @@
-"""grounded_success_rate: a success counts as grounded only when the database showed its answer."""
+"""grounded_success_rate: a success counts as grounded only when the database showed its answer; and the
+recovery records: episodes that solve the task after a failed first statement."""
 
 import dataclasses
 
@@ -74,3 +75,20 @@ def test_statement_credit_rewards_the_share_of_statements_that_ran_clean():
     assert clean_statement_share(failed) == share
     add_statement_credit([read, failed], 0.25)
     assert (read.reward, failed.reward) == (1.25, 0.25 * share)
+
+
+def test_recovery_counts_the_episodes_that_solve_the_task_after_a_failed_first_statement():
+    from cmat_jax.eval_report import variant_metrics
+
+    tasks = generate_tasks(4, 0, "lookup")
+    mistakes = {tasks[0].task_id: "SELECT * FROM no_such_table", tasks[1].task_id: "SELECT nonsense FROM"}
+    engine = RolloutEngine(SqlEnvironments(SqlEnvConfig()),
+                           RolloutConfig(checker="off", assistant=SamplingPolicy(1, 0.0)),
+                           assistant=ScriptedReplies(lambda: OracleAgent(query_first=True, mistakes=mistakes)))
+    trajectories = engine.run(tasks, user=User(tasks, seed=0))
+    metrics = rollout_metrics(trajectories, -1.0)
+    assert metrics["first_statement_failed_rate"] == 0.5 and metrics["recovery_rate"] == 1.0  # both recover
+    assert variant_metrics(trajectories, 1)["recovery"] == {"first_statement_failed": 2, "recovered": 2, "rate": 1.0}
+    # An episode that fails after its error is not a recovery; a clean one counts in neither.
+    wrong = dataclasses.replace(trajectories[0], status="wrong")
+    assert rollout_metrics([wrong, trajectories[2]], -1.0)["recovery_rate"] == 0.0
