@@ -13,8 +13,9 @@
            (configs/cmat_tiny.py), which a 2-layer model learns within minutes.
   hard     dbbench's tables, 15-30 rows, every table name in need of backquotes,
            up to three conditions, a cycle weighted to multi-condition UPDATEs,
-           ranking and aggregations over casts: tasks a warm-started small model
-           fails more often, so that sampled groups carry signal.
+           ranking and aggregations over casts: meant to be failed more often by a
+           warm-started small model, so that sampled groups carry signal (not
+           measured yet).
 """
 
 from __future__ import annotations
@@ -67,9 +68,9 @@ PROFILES = {
         cycle=("other", "counting"), style="tiny", max_answers=3, max_conditions=1, lowercase=0.0, snake_case=0.0,
         numeric_cast=False, insert_columns=3,
     ),
-    # Harder than dbbench for a warm-started small model: no identifier-style table names (every name needs
-    # backquotes, so the natural first statement errors), bigger tables, up to three conditions, and a cycle
-    # weighted to what fails most: multi-condition UPDATEs, ranking and aggregations over casts.
+    # Meant to be harder than dbbench for a warm-started small model: no identifier-style table names (every
+    # name needs backquotes, so an unquoted first statement errors), bigger tables, up to three conditions, and
+    # a cycle weighted to multi-condition UPDATEs, ranking and aggregations over casts.
     "hard": Profile(
         name="hard", domains=domains.DBBENCH_DOMAINS, rows=(15, 30), columns=None,
         cycle=("other", "counting", "comparison", "comparison", "ranking", "ranking", "aggregation-SUM",
