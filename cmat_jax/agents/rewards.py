@@ -47,7 +47,8 @@ def clean_statement_share(trajectory: Trajectory) -> float:
 def recovery_counts(trajectories) -> tuple[int, int]:
     """(trajectories whose first statement did not run clean, those of them that still ended correct): how
     often the Assistant recovers within an episode from an error or a Checker block."""
-    failed = [t for t in trajectories if statements(t) and not ran_clean(statements(t)[0])]
+    firsts = [(t, statements(t)[:1]) for t in trajectories]
+    failed = [t for t, first in firsts if first and not ran_clean(first[0])]
     return len(failed), sum(t.correct for t in failed)
 
 
