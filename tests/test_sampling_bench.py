@@ -5,7 +5,12 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
+
+from bench.decode_memory import cache_copies
+from cmat_jax.models.config import preset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -14,7 +19,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_bench_generate_runs_on_the_tiny_preset(tmp_path):
     out = tmp_path / "result.json"
     cmd = [sys.executable, os.path.join(REPO, "bench", "bench_generate.py"), "--preset", "tiny", "--batch", "2",
-           "--prompt-len", "8", "--new-tokens", "4", "--dtype", "float32", "--repeats", "1", "--json", str(out)]
+           "--prompt-len", "8", "--new-tokens", "4", "--dtype", "float32", "--repeats", "1", "--memory-report",
+           "--json", str(out)]
     proc = subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -25,6 +31,25 @@ def test_bench_generate_runs_on_the_tiny_preset(tmp_path):
         assert all(isinstance(result[side][k], float) for k in ("new_tokens_per_s", "step_ms", "prefill_ms"))
     assert result["cmat_jax"]["programs_compiled"] == 2  # one prefill, one decode program
     assert result["cmat_jax"]["copy_bandwidth_gb_s"] > 0
+    memory = result["cmat_jax"]["decode_memory"]
+    cfg = preset("tiny")
+    layers, batch, kv_heads, slots, head_dim = memory["cache_shape"]  # KVCache's [l, b, k, s, h]
+    assert (layers, batch, kv_heads, head_dim) == (cfg.num_layers, 2, cfg.num_kv_heads, cfg.head_dim)
+    assert memory["cache_gib"] * 2**30 == 2 * layers * batch * kv_heads * slots * head_dim * 4
+    assert memory["cache_copies"] == []  # the decode program updates the cache where it lies
+    assert "whole-cache copies in the optimised HLO: 0" in proc.stdout
+
+
+def test_cache_copies_finds_a_transposed_copy_of_the_whole_array_in_compiled_hlo():
+    x = jnp.ones((2, 3, 4, 5, 6), jnp.bfloat16)
+    transposed = jax.jit(lambda a: a.transpose(0, 1, 3, 2, 4) * 2).lower(x).compile().as_text()
+    found = cache_copies(transposed, x.size, "bf16")
+    assert found and all(c["shape"].startswith("bf16[2,3,5,4,6]") for c in found)
+    assert cache_copies(transposed, x.size, "f32") == []  # another dtype is not the cache
+    assert cache_copies(jax.jit(lambda a: a * 2).lower(x).compile().as_text(), x.size, "bf16") == []
+    in_place = jax.jit(lambda a: jax.lax.dynamic_update_slice(a, jnp.zeros((2, 3, 4, 1, 6), a.dtype),
+                                                              (0, 0, 0, 2, 0)), donate_argnums=0)
+    assert cache_copies(in_place.lower(x).compile().as_text(), x.size, "bf16") == []
 
 
 @pytest.mark.smoke
