@@ -120,6 +120,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--modes", default="persistent,reprefill", help="synthetic: the cmat_jax sides to measure")
     p.add_argument("--unroll-decode-layers", action="store_true",
                    help="synthetic: decode with the layers unrolled (SamplerConfig.unroll_decode_layers)")
+    p.add_argument("--min-cache-slots", type=int, default=256,
+                   help="synthetic: the persistent slots' smallest cache length (SlotSampler); the whole rollout's "
+                        "length allocates the cache once, so it never grows (growing holds the old and new caches)")
     p.add_argument("--max-batch", action="store_true",
                    help="synthetic: also search the largest batch whose persistent-slot rollout fits in device "
                    "memory, from the largest --batch up (one whole rollout per try)")
@@ -150,7 +153,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if any(m not in ("persistent", "reprefill") for m in args.modes):
         p.error(f"--modes must name persistent and/or reprefill, got {','.join(args.modes)!r}")
     for name in ("tasks", "group_size", "max_new_tokens", "max_rounds", "checker_max_new_tokens", "trials",
-                 "reflection_max_new_tokens", "max_len", "peer_episodes", "opening", "turns", "observation"):
+                 "reflection_max_new_tokens", "max_len", "peer_episodes", "opening", "turns", "observation",
+                 "min_cache_slots"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.temperature < 0:
@@ -559,12 +563,14 @@ def run_synthetic_ours(args) -> dict:
         raise SystemExit("--max-batch searches an accelerator's memory; on CPU it would grow until the host runs "
                          "out of memory: drop it")
     model = build_model(args)
-    out = {w.batch: {mode: run_ours(model, w, mode, args.seed, args.unroll_decode_layers) for mode in args.modes}
+    out = {w.batch: {mode: run_ours(model, w, mode, args.seed, args.unroll_decode_layers, args.min_cache_slots)
+                     for mode in args.modes}
            for w in synthetic_workloads(args)}
     if args.max_batch:
         template = max(synthetic_workloads(args), key=lambda w: w.batch)
         out["largest_batch"] = largest_batch(model, lambda b: dataclasses.replace(template, batch=b),
-                                             max(args.batch), args.seed, args.unroll_decode_layers)
+                                             max(args.batch), args.seed, args.unroll_decode_layers,
+                                             args.min_cache_slots)
     return out
 
 

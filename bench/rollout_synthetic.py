@@ -108,23 +108,24 @@ def play(sampler, slots, state, workload: Workload, key) -> tuple[float, list]:
     return time.perf_counter() - start, replies
 
 
-def make_sampler(model, workload: Workload, mode: str, unroll: bool):
+def make_sampler(model, workload: Workload, mode: str, unroll: bool, min_cache_slots: int = 256):
     from cmat_jax.sampling.sampler import Sampler, SamplerConfig
     from cmat_jax.sampling.slots import SlotSampler
 
     sampler = Sampler(model, SamplerConfig(max_len=workload.max_len + 64, time_phases=True,
                                            unroll_decode_layers=unroll))
-    return sampler, (SlotSampler(sampler) if mode == "persistent" else None)
+    return sampler, (SlotSampler(sampler, min_cache_slots=min_cache_slots) if mode == "persistent" else None)
 
 
-def run_ours(model, workload: Workload, mode: str, seed: int, unroll: bool = False) -> dict:
+def run_ours(model, workload: Workload, mode: str, seed: int, unroll: bool = False,
+             min_cache_slots: int = 256) -> dict:
     """One mode's measured rollout (after a warm-up rollout with another key)."""
     import jax
     from flax import nnx
 
     from bench.common import peak_memory_gib
 
-    sampler, slots = make_sampler(model, workload, mode, unroll)
+    sampler, slots = make_sampler(model, workload, mode, unroll, min_cache_slots)
     state = nnx.state(model)
 
     def rollout(key) -> tuple[float, list, Optional[tuple]]:
@@ -151,14 +152,14 @@ def run_ours(model, workload: Workload, mode: str, seed: int, unroll: bool = Fal
     return summary(workload, total_s, per_turn, replies, **extra)
 
 
-def fits(model, workload: Workload, seed: int, unroll: bool = False) -> tuple[bool, str]:
+def fits(model, workload: Workload, seed: int, unroll: bool = False, min_cache_slots: int = 256) -> tuple[bool, str]:
     """Whether one persistent-slot rollout of the workload runs in device memory; (False, the error) if not."""
     import gc
 
     import jax
     from flax import nnx
 
-    sampler, slots = make_sampler(model, workload, "persistent", unroll)
+    sampler, slots = make_sampler(model, workload, "persistent", unroll, min_cache_slots)
     try:
         play(sampler, slots, nnx.state(model), workload, jax.random.key(seed))
         return True, ""
@@ -172,7 +173,8 @@ def fits(model, workload: Workload, seed: int, unroll: bool = False) -> tuple[bo
         gc.collect()
 
 
-def largest_batch(model, workload_at, fitted: int, seed: int, unroll: bool = False) -> dict:
+def largest_batch(model, workload_at, fitted: int, seed: int, unroll: bool = False,
+                  min_cache_slots: int = 256) -> dict:
     """The largest batch whose persistent-slot rollout fits, searched from `fitted` (a batch that did): doubling
     until a rollout fails, then halving the gap between the last fit and the first failure until it is at most
     an eighth of the last fit. Each try plays one whole rollout (the cache is largest in the last turn)."""
@@ -180,7 +182,7 @@ def largest_batch(model, workload_at, fitted: int, seed: int, unroll: bool = Fal
     low, high, tried = fitted, None, {}
     while high is None or high - low > max(group, low // 8):
         batch = low * 2 if high is None else (low + high) // 2 // group * group
-        ok, error = fits(model, workload_at(batch), seed, unroll)
+        ok, error = fits(model, workload_at(batch), seed, unroll, min_cache_slots)
         tried[batch] = "fits" if ok else error
         low, high = (batch, high) if ok else (low, batch)
     return dict(largest=low, first_failure=high, tried=tried)
