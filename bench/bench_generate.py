@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import peak_memory_gib  # noqa: E402
-from bench.decode_memory import watch_decode_program  # noqa: E402
+from bench.decode_memory import describe, watch_programs  # noqa: E402
 
 PEER_TAG = "PEER_RESULT "
 
@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", help="trace one warm cmat_jax generate call into this directory "
                    "(summarise with bench/trace_summary.py DIR --steps NEW_TOKENS)")
     p.add_argument("--memory-report", action="store_true",
-                   help="report the decode program's compiled memory and whole-KV-cache copies (bench/decode_memory.py)")
+                   help="report each program's compiled memory and whole-KV-cache copies (bench/decode_memory.py)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)  # child mode: run transformers
     args = p.parse_args(argv)
@@ -138,7 +138,7 @@ def run_jax(args) -> dict:
                                            unroll_decode_layers=args.unroll_decode_layers,
                                            decode_xla_options=decode_xla_options(args)))
     prompts = random_prompts(args, cfg.vocab_size).tolist()
-    memory = watch_decode_program(sampler) if args.memory_report else None
+    reports = watch_programs(sampler) if args.memory_report else None
 
     def generate(n):
         return sampler.generate(model, prompts, SamplingPolicy(n, temperature=0.0), eos_ids=())
@@ -146,9 +146,9 @@ def run_jax(args) -> dict:
     start = time.perf_counter()
     result = generate(args.new_tokens)
     first_s = time.perf_counter() - start
-    if memory is not None:  # the first call's peak: weights, prefill and decode
-        memory["weights_gib"] = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model))) / 2**30
-        memory["peak_gib"] = peak_memory_gib()
+    if reports is not None:  # the first call's peak: weights, prefill and decode
+        memory = dict(programs=reports, peak_gib=peak_memory_gib(),
+                      weights_gib=sum(x.nbytes for x in jax.tree.leaves(nnx.state(model))) / 2**30)
     if any(len(ids) != args.new_tokens for ids in result.token_ids):
         raise RuntimeError("a row generated fewer tokens than requested; the timing would be wrong")
     generate(1)  # same programs (the buckets are fixed); warms the one-token path
@@ -160,8 +160,8 @@ def run_jax(args) -> dict:
             generate(args.new_tokens)
     out = summarize(args, first_s, total_s, prefill_s)
     out["programs_compiled"] = sampler.num_compiles
-    if memory is not None:
-        out["decode_memory"] = memory
+    if reports is not None:
+        out["memory"] = memory
     out["device"] = str(jax.devices()[0].device_kind)
     out.update(bandwidth_floor(args, cfg, model, dtype))
     return out
@@ -285,19 +285,11 @@ def print_table(args, ours: dict, peer: dict | None) -> None:
     if peer is not None:
         print(f"ratio cmat_jax / transformers (new tok/s): {ours['new_tokens_per_s'] / peer['new_tokens_per_s']:.2f}x")
     print(f"cmat_jax step time / floor: {ours['step_ms'] / ours['floor_step_ms']:.2f}x")
-    if "decode_memory" in ours:
-        print_memory_report(ours["decode_memory"])
-
-
-def print_memory_report(m: dict) -> None:
-    gib = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    print(f"\ndecode program (cache {m['cache_shape']}, K and V {gib(m['cache_gib'])} GiB; weights "
-          f"{gib(m['weights_gib'])} GiB): arguments {gib(m['argument_gib'])}, outputs {gib(m['output_gib'])}, "
-          f"aliased {gib(m['alias_gib'])}, temporaries {gib(m['temp_gib'])} GiB; peak device memory of the "
-          f"first call {gib(m['peak_gib'])} GiB")
-    print(f"whole-cache copies in the optimised HLO: {len(m['cache_copies'])}")
-    for c in m["cache_copies"]:
-        print(f"  {c['opcode']} {c['shape']} in {c['computation']}")
+    if "memory" in ours:
+        m = ours["memory"]
+        print(f"\nweights {m['weights_gib']:.2f} GiB; peak device memory of the first call {m['peak_gib']:.2f} GiB")
+        for report in m["programs"]:
+            print(describe(report["program"], report))
 
 
 def main(argv=None) -> None:

@@ -129,6 +129,7 @@ def group_headers(tokenizer, max_rounds: int):
 
 def run_ours(args) -> dict:
     from bench.bench_rollout import TimedReplies
+    from bench.decode_memory import watch_programs
     from cmat_jax.rl.loop import CmatRun
     from cmat_jax.settings.run import parse_run
 
@@ -138,6 +139,7 @@ def run_ours(args) -> dict:
 
         def _reply_sources(self, replies):
             self.sampler = replies.sampler
+            self.program_memory = watch_programs(self.sampler)  # printed to stderr as each program compiles
             headers = group_headers(self.tokenizer, self.cmat.rollout.max_rounds)
             self.assistant = TimedReplies(replies, headers, record=True, header_in_reply=True)
             self.reflector = TimedReplies(replies, record=True)
@@ -183,7 +185,7 @@ def run_ours(args) -> dict:
     measured = [r for r in iterations if not r["warmup"]]
     mean = {k: sum(r[k] for r in measured) / len(measured) for k in (*PARTS, "rollout_s", "rollout_tokens",
                                                                      "update_tokens")}
-    return {"iterations": iterations, "mean": mean, "peak_gib": peak_memory_gib(),
+    return {"iterations": iterations, "mean": mean, "peak_gib": peak_memory_gib(), "programs": run.program_memory,
             "settings": describe(settings), **versions()}
 
 
@@ -405,6 +407,11 @@ def main(argv=None) -> None:
               f"{r['reply_calls']} reply calls, {r['update_batches']} update batches, rollout {r['rollout_s']:.2f} s, "
               f"update {r['update_s']:.2f} s, {r['programs_compiled']} sampler programs compiled")
     print_table(HEADERS, table_rows(ours, peer))
+    biggest = max(ours["programs"], key=lambda r: r["temp_gib"] or 0)
+    copies = sum(len(r["cache_copies"]) for r in ours["programs"])
+    print(f"sampler programs compiled at {len(ours['programs'])} shapes; whole-KV-cache copies in them: {copies}; "
+          f"largest temporaries: {biggest['program']} {biggest['temp_gib']:.2f} GiB (cache {biggest['cache_shape']}, "
+          f"{biggest['cache_gib']:.2f} GiB)")
     if peer:
         print("Checker, environment and other rollout seconds are host code both sides share: the peer's row "
               "counts cmat_jax's")

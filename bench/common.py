@@ -17,7 +17,7 @@ def run_json(cmd: list[str], timeout: float = 1800) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-80:])
         return {"error": f"exit {proc.returncode}: {tail}"}
     return json.loads(lines[-1])
 

@@ -80,7 +80,7 @@ def test_largest_batch_doubles_then_bisects(monkeypatch):
 
     tried = []
 
-    def fits(model, workload, seed, unroll=False):
+    def fits(model, workload, seed, unroll=False, min_cache_slots=256):
         tried.append(workload.batch)
         return (True, "") if workload.batch <= 100 else (False, "RESOURCE_EXHAUSTED: Out of memory")
 

@@ -31,25 +31,35 @@ def test_bench_generate_runs_on_the_tiny_preset(tmp_path):
         assert all(isinstance(result[side][k], float) for k in ("new_tokens_per_s", "step_ms", "prefill_ms"))
     assert result["cmat_jax"]["programs_compiled"] == 2  # one prefill, one decode program
     assert result["cmat_jax"]["copy_bandwidth_gb_s"] > 0
-    memory = result["cmat_jax"]["decode_memory"]
+    reports = {r["program"]: r for r in result["cmat_jax"]["memory"]["programs"]}
+    assert sorted(reports) == ["decode", "prefill"]
     cfg = preset("tiny")
-    layers, batch, kv_heads, slots, head_dim = memory["cache_shape"]  # KVCache's [l, b, k, s, h]
-    assert (layers, batch, kv_heads, head_dim) == (cfg.num_layers, 2, cfg.num_kv_heads, cfg.head_dim)
-    assert memory["cache_gib"] * 2**30 == 2 * layers * batch * kv_heads * slots * head_dim * 4
-    assert memory["cache_copies"] == []  # the decode program updates the cache where it lies
-    assert "whole-cache copies in the optimised HLO: 0" in proc.stdout
+    for report in reports.values():
+        layers, batch, kv_heads, slots, head_dim = report["cache_shape"]  # KVCache's [l, b, k, s, h]
+        assert (layers, batch, kv_heads, head_dim) == (cfg.num_layers, 2, cfg.num_kv_heads, cfg.head_dim)
+        assert report["cache_gib"] * 2**30 == 2 * layers * batch * kv_heads * slots * head_dim * 4
+        assert report["cache_copies"] == []  # the programs write the cache where it lies
+    assert reports["decode"]["alias_gib"] >= reports["decode"]["cache_gib"]  # donated: updated in place
+    assert "decode (cache" in proc.stdout and "whole-cache copies in the optimised HLO: 1" not in proc.stdout
 
 
 def test_cache_copies_finds_a_transposed_copy_of_the_whole_array_in_compiled_hlo():
     x = jnp.ones((2, 3, 4, 5, 6), jnp.bfloat16)
     transposed = jax.jit(lambda a: a.transpose(0, 1, 3, 2, 4) * 2).lower(x).compile().as_text()
-    found = cache_copies(transposed, x.size, "bf16")
+    found = cache_copies(transposed, list(x.shape), "bf16")
     assert found and all(c["shape"].startswith("bf16[2,3,5,4,6]") for c in found)
-    assert cache_copies(transposed, x.size, "f32") == []  # another dtype is not the cache
-    assert cache_copies(jax.jit(lambda a: a * 2).lower(x).compile().as_text(), x.size, "bf16") == []
+    assert cache_copies(transposed, list(x.shape), "f32") == []  # another dtype is not the cache
+    assert cache_copies(jax.jit(lambda a: a * 2).lower(x).compile().as_text(), list(x.shape), "bf16") == []
+    copied = """ENTRY %main (p: f32[2,3,4,5,6]) -> f32[2,3,4,5,6] {
+  %zeros = f32[2,3,4,5,6]{4,3,2,1,0} broadcast(%c), dimensions={}
+  ROOT %copy.1 = f32[2,3,4,5,6]{LAYOUT} copy(%zeros)
+}"""
+    assert cache_copies(copied.replace("LAYOUT", "4,3,2,1,0"), [2, 3, 4, 5, 6], "f32") == []  # a second buffer
+    relayout = cache_copies(copied.replace("LAYOUT", "4,2,3,1,0"), [2, 3, 5, 4, 6], "f32")
+    assert [(c["computation"], c["name"]) for c in relayout] == [("main", "copy.1")]
     in_place = jax.jit(lambda a: jax.lax.dynamic_update_slice(a, jnp.zeros((2, 3, 4, 1, 6), a.dtype),
                                                               (0, 0, 0, 2, 0)), donate_argnums=0)
-    assert cache_copies(in_place.lower(x).compile().as_text(), x.size, "bf16") == []
+    assert cache_copies(in_place.lower(x).compile().as_text(), list(x.shape), "bf16") == []
 
 
 @pytest.mark.smoke
