@@ -86,7 +86,7 @@ def step_layers(state, layers, tok, cache):
     mask = attn_lib.attention_mask(seg, pos, kv_seg)
     sin, cos = rope_sin_cos(pos, rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling_factor))
     x = m.embed(tok, jnp.bfloat16)
-    kv = (cache.k_lbksh, cache.v_lbksh)
+    kv = (cache.k_lbskh, cache.v_lbskh)
     block_graphdef = nnx.graphdef(m.blocks)
     for i, layer_state in enumerate(layers):
         x, kv = nnx.merge(block_graphdef, layer_state)(x, sin, cos, mask, (*kv, i), write_index, use_lora=False,
@@ -111,7 +111,7 @@ def build(label):
 
 def run_steps(f, extra, tok, cache, n):
     for _ in range(n):
-        cache = KVCache(cache.k_lbksh, cache.v_lbksh, cache.segment_ids_bs, jnp.asarray(FILL, jnp.int32))
+        cache = KVCache(cache.k_lbskh, cache.v_lbskh, cache.segment_ids_bs, jnp.asarray(FILL, jnp.int32))
         logits, cache = f(state, *extra, tok, cache)
     logits.block_until_ready()
     return cache
@@ -122,7 +122,7 @@ results = {}
 for label in variants:
     f, extra = build(label)
     cache = KVCache.init(cfg, B, S, jnp.bfloat16)
-    cache = KVCache(cache.k_lbksh, cache.v_lbksh, jnp.ones((B, S), jnp.int32).at[:, FILL:].set(0),
+    cache = KVCache(cache.k_lbskh, cache.v_lbskh, jnp.ones((B, S), jnp.int32).at[:, FILL:].set(0),
                     jnp.asarray(FILL, jnp.int32))
     t0 = time.perf_counter()
     cache = run_steps(f, extra, tok, cache, 1)

@@ -35,7 +35,7 @@ def test_bench_generate_runs_on_the_tiny_preset(tmp_path):
     assert sorted(reports) == ["decode", "prefill"]
     cfg = preset("tiny")
     for report in reports.values():
-        layers, batch, kv_heads, slots, head_dim = report["cache_shape"]  # KVCache's [l, b, k, s, h]
+        layers, batch, slots, kv_heads, head_dim = report["cache_shape"]  # KVCache's [l, b, s, k, h]
         assert (layers, batch, kv_heads, head_dim) == (cfg.num_layers, 2, cfg.num_kv_heads, cfg.head_dim)
         assert report["cache_gib"] * 2**30 == 2 * layers * batch * kv_heads * slots * head_dim * 4
         assert report["cache_copies"] == []  # the programs write the cache where it lies

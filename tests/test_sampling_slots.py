@@ -146,7 +146,7 @@ def test_memory_per_row_is_the_stated_formula(model):
     slots.generate(model, ["a", "b", "c"], [[1, 2, 3]] * 3, SamplingPolicy(4, temperature=0.0), eos_ids=())
     rows, size = slots.cache_shape
     cache = slots._cache
-    held = cache.k_lbksh.nbytes + cache.v_lbksh.nbytes + cache.segment_ids_bs.nbytes
+    held = cache.k_lbskh.nbytes + cache.v_lbskh.nbytes + cache.segment_ids_bs.nbytes
     assert held == rows * slots.bytes_per_row(size)
     cfg = preset("tiny")
     assert slots.bytes_per_row(size) == 2 * cfg.num_layers * size * cfg.num_kv_heads * cfg.head_dim * 4 + 4 * size

@@ -22,23 +22,20 @@ def attention_mask(q_segment_bt: jax.Array, q_slot_bt: jax.Array, kv_segment_bs:
     return causal & same & (kv_segment_bs[:, None, :] != 0)
 
 
-def _xla_attention(q_btnh, k_bksh, v_bksh, mask_bts):
+def _xla_attention(q_btnh, k_bskh, v_bskh, mask_bts):
     """Exact reference path: float32 scores and softmax, grouped-query einsums."""
     b, t, n, h = q_btnh.shape
-    kv = k_bksh.shape[1]
+    kv = k_bskh.shape[2]
     q_btkqh = q_btnh.reshape(b, t, kv, n // kv, h)  # q: the query heads that share one kv head
-    scores = jnp.einsum("btkqh,bksh->bkqts", q_btkqh, k_bksh, preferred_element_type=jnp.float32)
+    scores = jnp.einsum("btkqh,bskh->bkqts", q_btkqh, k_bskh, preferred_element_type=jnp.float32)
     scores = scores * jnp.float32(h ** -0.5)
     scores = jnp.where(mask_bts[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_bksh.dtype)
-    # The dot's own output order, transposed after: XLA's CPU runtime has no bfloat16 dot with a float32
-    # result in a transposed output layout.
-    out_bkqth = jnp.einsum("bkqts,bksh->bkqth", probs, v_bksh, preferred_element_type=jnp.float32)
-    return out_bkqth.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h).astype(q_btnh.dtype)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_bskh.dtype)
+    out = jnp.einsum("bkqts,bskh->btkqh", probs, v_bskh, preferred_element_type=jnp.float32)
+    return out.reshape(b, t, n, h).astype(q_btnh.dtype)
 
 
-def _fused_attention(q_btnh, k_bksh, v_bksh, mask_bts, implementation):
-    k_bskh, v_bskh = k_bksh.transpose(0, 2, 1, 3), v_bksh.transpose(0, 2, 1, 3)  # the kernel's layout
+def _fused_attention(q_btnh, k_bskh, v_bskh, mask_bts, implementation):
     return jax.nn.dot_product_attention(
         q_btnh, k_bskh, v_bskh, mask=mask_bts[:, None, :, :], implementation=implementation
     )
@@ -54,8 +51,7 @@ def resolve_impl(impl: str, dtype) -> str:
     return "cudnn" if on_gpu and jnp.dtype(dtype).itemsize == 2 else "xla"
 
 
-def dot_product_attention(q_btnh, k_bksh, v_bksh, mask_bts, impl: str = "xla"):
-    """Attention of queries [b, t, n, h] over keys and values [b, k, s, h] (the KV cache's layout)."""
+def dot_product_attention(q_btnh, k_bskh, v_bskh, mask_bts, impl: str = "xla"):
     if impl == "xla":
-        return _xla_attention(q_btnh, k_bksh, v_bksh, mask_bts)
-    return _fused_attention(q_btnh, k_bksh, v_bksh, mask_bts, impl)
+        return _xla_attention(q_btnh, k_bskh, v_bskh, mask_bts)
+    return _fused_attention(q_btnh, k_bskh, v_bskh, mask_bts, impl)

@@ -53,22 +53,21 @@ class Attention(nnx.Module):
         k_btkh = constrain(apply_rope(k_btkh, sin_bth, cos_bth), ("batch", "seq", "act_kv_heads", None))
         v_btkh = constrain(v_btkh, ("batch", "seq", "act_kv_heads", None))
         impl = self.impl
-        k_bkth, v_bkth = k_btkh.transpose(0, 2, 1, 3), v_btkh.transpose(0, 2, 1, 3)  # the cache's layout
         if kv is None:
-            k_bksh, v_bksh, new_kv = k_bkth, v_bkth, None
+            k_bskh, v_bskh, new_kv = k_btkh, v_btkh, None
         else:
-            # The whole stacked cache is updated in place at (layer, :, :, write_index):
+            # The whole stacked cache is updated in place at (layer, :, write_index):
             # only the new slots are written, never a copy of a layer's cache.
             k_cache, v_cache, layer = kv
-            start = (layer, 0, 0, write_index, 0)
-            k_cache = jax.lax.dynamic_update_slice(k_cache, k_bkth[None].astype(k_cache.dtype), start)
-            v_cache = jax.lax.dynamic_update_slice(v_cache, v_bkth[None].astype(v_cache.dtype), start)
+            start = (layer, 0, write_index, 0, 0)
+            k_cache = jax.lax.dynamic_update_slice(k_cache, k_btkh[None].astype(k_cache.dtype), start)
+            v_cache = jax.lax.dynamic_update_slice(v_cache, v_btkh[None].astype(v_cache.dtype), start)
             new_kv = (k_cache, v_cache)
-            k_bksh = jax.lax.dynamic_index_in_dim(k_cache, layer, keepdims=False).astype(q_btnh.dtype)
-            v_bksh = jax.lax.dynamic_index_in_dim(v_cache, layer, keepdims=False).astype(q_btnh.dtype)
+            k_bskh = jax.lax.dynamic_index_in_dim(k_cache, layer, keepdims=False).astype(q_btnh.dtype)
+            v_bskh = jax.lax.dynamic_index_in_dim(v_cache, layer, keepdims=False).astype(q_btnh.dtype)
             if t == 1:
                 impl = "xla"  # one query per row: a fused kernel has nothing to tile
-        out_btnh = checkpoint_name(attn_lib.dot_product_attention(q_btnh, k_bksh, v_bksh, mask_bts, impl),
+        out_btnh = checkpoint_name(attn_lib.dot_product_attention(q_btnh, k_bskh, v_bskh, mask_bts, impl),
                                    "attn_out")
         out_btd = self.o(out_btnh.reshape(b, t, -1), use_lora=use_lora, dropout_key=keys[3])
         return out_btd, new_kv
@@ -185,7 +184,7 @@ class Transformer(nnx.Module):
         policy = REMAT_POLICIES[self.remat]
         if self.remat != "none":
             layer = jax.checkpoint(layer, policy=policy, prevent_cse=False)
-        kv = None if cache is None else (cache.k_lbksh, cache.v_lbksh)
+        kv = None if cache is None else (cache.k_lbskh, cache.v_lbskh)
         if unroll_layers:
             outputs = []
             for i in range(self.cfg.num_layers):
@@ -199,7 +198,7 @@ class Transformer(nnx.Module):
             (x_btd, new_kv), layers_lbtd = jax.lax.scan(layer, (x_btd, kv), (layer_state, layer_index, layer_keys))
         h_btd = self.final_norm(x_btd)
         new_cache = None if cache is None else KVCache(
-            k_lbksh=new_kv[0], v_lbksh=new_kv[1], segment_ids_bs=kv_segment_bs, end_index=write_index + t
+            k_lbskh=new_kv[0], v_lbskh=new_kv[1], segment_ids_bs=kv_segment_bs, end_index=write_index + t
         )
         return (h_btd, new_cache, layers_lbtd) if collect_layers else (h_btd, new_cache)
 

@@ -42,7 +42,7 @@ from cmat_jax.sharding import activation_sharding, constrain
 # Finish codes kept on device; the host maps them to the result's strings.
 RUNNING, EOS, LENGTH, STOPPED = 0, 1, 2, 3
 FINISH_NAMES = {EOS: "eos", LENGTH: "length", STOPPED: "stop"}
-CACHE_AXES = ("layers", "batch", "act_kv_heads", "cache_seq", None)  # KVCache's [l, b, k, s, h]
+CACHE_AXES = ("layers", "batch", "cache_seq", "act_kv_heads", None)
 
 # XLA options of the decode program on GPU. A decode step reads every weight
 # once, so any copy of the weights costs as much as the matmul that reads them
@@ -134,8 +134,8 @@ def model_forward(spec: ProgramSpec, state, tokens_bt, positions_bt, segments_bt
     model = nnx.merge(spec.graphdef, state)
     h_btd, cache = model.hidden_states(tokens_bt, positions_bt, segments_bt, cache, use_lora=spec.use_lora,
                                        unroll_layers=unroll_layers and tokens_bt.shape[1] == 1)
-    cache = dataclasses.replace(cache, k_lbksh=constrain(cache.k_lbksh, CACHE_AXES),
-                                v_lbksh=constrain(cache.v_lbksh, CACHE_AXES))
+    cache = dataclasses.replace(cache, k_lbskh=constrain(cache.k_lbskh, CACHE_AXES),
+                                v_lbskh=constrain(cache.v_lbskh, CACHE_AXES))
     return model.logits(h_btd[:, -1:])[:, 0], cache
 
 
@@ -265,8 +265,8 @@ def decode_program(xla_options: Optional[Mapping[str, Any]] = None):
 def init_cache(*, spec: ProgramSpec, rows: int, slots: int) -> KVCache:
     """An empty cache of `rows` x `slots`, laid out on the mesh."""
     cache = KVCache.init(spec.model_cfg, rows, slots, spec.cache_dtype)
-    return dataclasses.replace(cache, k_lbksh=constrain(cache.k_lbksh, CACHE_AXES),
-                               v_lbksh=constrain(cache.v_lbksh, CACHE_AXES))
+    return dataclasses.replace(cache, k_lbskh=constrain(cache.k_lbskh, CACHE_AXES),
+                               v_lbskh=constrain(cache.v_lbskh, CACHE_AXES))
 
 
 @_traced("slot_repack")
@@ -283,19 +283,18 @@ def _repack(cache: KVCache, source_b, keep_b, *, spec: ProgramSpec, slots: int) 
     kept_rs = (jnp.arange(slots)[None, :] < keep_b[:, None]) & (source_b[:, None] >= 0)
     in_place = (rows, slots) == tuple(cache.segment_ids_bs.shape)
 
-    def gather(x_bksh):
-        return jax.vmap(lambda x_ksh, o_s: x_ksh[:, o_s])(x_bksh[row_r], order_rs)
+    def gather(x_bskh):
+        return jax.vmap(lambda x_skh, o_s: x_skh[o_s])(x_bskh[row_r], order_rs)
 
-    def move(x_lbksh):
+    def move(x_lbskh):
         if in_place:  # read each layer from the carry: layer l is still the old one when it is read
-            out = jax.lax.fori_loop(0, layers, lambda l, y: y.at[l].set(gather(y[l])), x_lbksh)
+            out = jax.lax.fori_loop(0, layers, lambda l, y: y.at[l].set(gather(y[l])), x_lbskh)
         else:
-            _, _, kv_heads, _, head_dim = x_lbksh.shape
-            empty = jnp.zeros((layers, rows, kv_heads, slots, head_dim), x_lbksh.dtype)
-            out = jax.lax.fori_loop(0, layers, lambda l, y: y.at[l].set(gather(x_lbksh[l])), empty)
+            empty = jnp.zeros((layers, rows, slots) + x_lbskh.shape[3:], x_lbskh.dtype)
+            out = jax.lax.fori_loop(0, layers, lambda l, y: y.at[l].set(gather(x_lbskh[l])), empty)
         return constrain(out, CACHE_AXES)
 
-    return KVCache(move(cache.k_lbksh), move(cache.v_lbksh), kept_rs.astype(jnp.int32), jnp.zeros((), jnp.int32))
+    return KVCache(move(cache.k_lbskh), move(cache.v_lbskh), kept_rs.astype(jnp.int32), jnp.zeros((), jnp.int32))
 
 
 # Into a cache of the same shape, in place (the old cache is donated); `resize`: into one of another shape.
@@ -316,10 +315,10 @@ def shared_prefill(state, cache: KVCache, tokens_ut, lengths_u, members_gu, *,
     segments_ut, positions_ut = left_padding(lengths_u, t)
     block = KVCache.init(cfg, u, t, spec.cache_dtype)
     logits_uv, block = model_forward(spec, state, tokens_ut, positions_ut, segments_ut, block)
-    k, v, segments_bs = cache.k_lbksh, cache.v_lbksh, cache.segment_ids_bs
+    k, v, segments_bs = cache.k_lbskh, cache.v_lbskh, cache.segment_ids_bs
     for rows_u in members_gu:  # one copy per member column; absent members (index = rows) are dropped
-        k = k.at[:, rows_u, :, :t].set(block.k_lbksh, mode="drop")
-        v = v.at[:, rows_u, :, :t].set(block.v_lbksh, mode="drop")
+        k = k.at[:, rows_u, :t].set(block.k_lbskh, mode="drop")
+        v = v.at[:, rows_u, :t].set(block.v_lbskh, mode="drop")
         segments_bs = segments_bs.at[rows_u, :t].set(block.segment_ids_bs, mode="drop")
         logits_bv = logits_bv.at[rows_u].set(logits_uv, mode="drop")
     cache = KVCache(constrain(k, CACHE_AXES), constrain(v, CACHE_AXES), segments_bs, cache.end_index)

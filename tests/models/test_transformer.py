@@ -62,10 +62,10 @@ def test_unrolled_layers_equal_the_scan_with_a_cache():
         first, cache = model(seq[:, :6], cache=cache, unroll_layers=unroll)
         last, cache = model(seq[:, 6:], cache=cache, unroll_layers=unroll)
         if not unroll:
-            expected = (first, last, cache.k_lbksh)
+            expected = (first, last, cache.k_lbskh)
     np.testing.assert_allclose(first, expected[0], atol=1e-5)
     np.testing.assert_allclose(last, expected[1], atol=1e-5)
-    np.testing.assert_allclose(cache.k_lbksh, expected[2], atol=1e-5)
+    np.testing.assert_allclose(cache.k_lbskh, expected[2], atol=1e-5)
 
 
 def test_fresh_adapters_change_nothing_and_disabling_them_gives_the_base():
