@@ -24,7 +24,7 @@ from cmat_jax.sampling import programs
 # One HLO instruction: `%name = dtype[dims]{layout} opcode(`; a computation's header: `%name (` or `ENTRY %name (`.
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\w+)\[([\d,]*)\](\{[^}]*\})?\s+([\w\-]+)\(")
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s+\(.*\{\s*$")  # unindented, ends with "{"
-_FIVE_D = re.compile(r"\b(\w+)\[(\d+(?:,\d+){4})\]")  # the cache's [l, b, k, s, h] among a program's shapes
+_FIVE_D = re.compile(r"\b(\w+)\[(\d+(?:,\d+){4})\]")  # the cache's [l, b, s, k, h] among a program's shapes
 _COPY_OPCODES = ("copy", "transpose")
 _BYTES = {"bf16": 2, "f16": 2, "f32": 4}
 WATCHED = ("prefill", "shared_prefill", "append", "begin", "resize", "repack")  # beside the decode program

@@ -40,7 +40,7 @@ def test_bench_generate_runs_on_the_tiny_preset(tmp_path):
         assert report["cache_gib"] * 2**30 == 2 * layers * batch * kv_heads * slots * head_dim * 4
         assert report["cache_copies"] == []  # the programs write the cache where it lies
     assert reports["decode"]["alias_gib"] >= reports["decode"]["cache_gib"]  # donated: updated in place
-    assert "decode (cache" in proc.stdout and "whole-cache copies in the optimised HLO: 1" not in proc.stdout
+    assert proc.stdout.count("whole-cache copies in the optimised HLO: 0") == 2  # the printed report
 
 
 def test_cache_copies_finds_a_transposed_copy_of_the_whole_array_in_compiled_hlo():
