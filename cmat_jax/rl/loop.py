@@ -237,7 +237,8 @@ class CmatRun(Driver):
         # last save is written (records() waits for it), as it replaces the adapters.
         history = distributed.on_main(self._history)
         twin = self.twin.run(self.state, history, train_step=self._sft_update, evaluate=self._evaluate,
-                             restore_host=lambda host: self.warm_batches.restore(host["data"]))
+                             restore_host=lambda host: self.warm_batches.restore(host["data"]),
+                             host_state=self._host_state)
         if self.is_main:
             if any(r["phase"] == "eval" for r in history):
                 plot_success(history, os.path.join(self.workdir, "success.png"), twin=twin)

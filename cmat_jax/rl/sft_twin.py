@@ -14,8 +14,12 @@ axis: training time.
 Files: the warm start is saved a second time to <workdir>/sft_twin/checkpoints (or, with
 checkpoint.directory set, to that directory's sibling <directory>-sft_twin, which every host sees as
 it sees the run's own), because the run's checkpoints keep only the last few, which the iterations
-replace. The twin's records go to <workdir>/sft_twin/metrics.jsonl (phases 'sft' and 'eval',
-`twin_step` counting its steps) with its TensorBoard events beside them.
+replace. The twin's end is saved there too, at step train.steps + its steps, and <workdir>/sft_twin
+gets the run's config.json naming that directory: it is then a workdir like any run's, which
+`python -m cmat_jax.evaluate --config.model.workdir=<workdir>/sft_twin`, tools/export_hf.py and
+tools/check_parity.py read (its latest checkpoint is the twin's end). The twin's records go to
+<workdir>/sft_twin/metrics.jsonl (phases 'sft' and 'eval', `twin_step` counting its steps) with its
+TensorBoard events beside them.
 
 Lifetime: the twin is built once the run holds its workdir's lock and has passed its start and resume
 checks (training/driver.py), and closed before the lock is released. It runs after the last iteration.
@@ -27,15 +31,17 @@ on resume; one that finished it, beside the run's last iteration, reads its reco
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from typing import Callable, Optional, Sequence
 
 from cmat_jax import distributed, interrupts
+from cmat_jax.fileio import write_text_atomic
 from cmat_jax.settings.run import RunSettings
 from cmat_jax.training.checkpoint import Checkpointer
 from cmat_jax.training.metrics import METRICS_FILE, MetricsWriter, check_metrics_file, truncate_metrics_after
-from cmat_jax.training.workdir import START_OVER
+from cmat_jax.training.workdir import CONFIG_FILE, START_OVER, saved_config
 
 TWIN_DIR = "sft_twin"
 
@@ -89,9 +95,10 @@ class SftTwin:
         self.checkpointer: Optional[Checkpointer] = None
         if not self.enabled:
             return
-        own = settings.checkpoint.directory
-        path = f"{own.rstrip('/')}-{TWIN_DIR}" if own else os.path.join(self.directory, "checkpoints")
-        self.checkpointer = Checkpointer(path, every=1, keep=1, async_save=False)
+        self.workdir, own = settings.workdir, settings.checkpoint.directory
+        self.own_directory = f"{own.rstrip('/')}-{TWIN_DIR}" if own else ""  # "": <workdir>/sft_twin/checkpoints
+        path = self.own_directory or os.path.join(self.directory, "checkpoints")
+        self.checkpointer = Checkpointer(path, every=1, keep=2, async_save=False)  # the warm start and the end
         try:
             self._check_start(settings.workdir, resume_at)
         except BaseException:
@@ -104,6 +111,8 @@ class SftTwin:
             for step in self.checkpointer.all_steps():
                 self.checkpointer.delete(step)
             self._drop_records()
+            if self.is_main and os.path.exists(os.path.join(self.directory, CONFIG_FILE)):
+                os.remove(os.path.join(self.directory, CONFIG_FILE))  # it named an earlier run's twin
         elif resume_at >= self.warm_steps and self.warm_steps not in self.checkpointer.all_steps():
             raise FileNotFoundError(
                 f"cannot resume {workdir} with rl.sft_twin: the twin starts from its copy of the warm start (step "
@@ -130,11 +139,13 @@ class SftTwin:
                    for r in distributed.on_main(self.history))
 
     def run(self, state, run_history: Sequence[dict], *, train_step: Callable[[int], dict],
-            evaluate: Callable[[], dict], restore_host: Callable[[dict], None]) -> list[dict]:
+            evaluate: Callable[[], dict], restore_host: Callable[[dict], None],
+            host_state: Callable[[], dict]) -> list[dict]:
         """Restores the warm start into `state`, trains with `train_step(step) -> record` (one SFT update
-        at that schedule step) for the planned steps, evaluating with `evaluate()` at the marks; returns
-        the twin's records. `run_history`: the run's records (process 0's, on every process, so every
-        process plans the same twin); `restore_host` receives the warm start's host items (data position)."""
+        at that schedule step) for the planned steps, evaluating with `evaluate()` at the marks, and saves
+        its end (host items from `host_state()`); returns the twin's records. `run_history`: the run's
+        records (process 0's, on every process, so every process plans the same twin); `restore_host`
+        receives the warm start's host items (data position)."""
         seconds = iteration_seconds(run_history)
         if not self.enabled or not seconds:
             return []
@@ -144,15 +155,29 @@ class SftTwin:
 
         plan = plan_twin(run_history, self.steps)
         self._drop_records()  # a twin killed part-way is replayed whole
+        for step in self.checkpointer.all_steps():
+            if step != self.warm_steps:
+                self.checkpointer.delete(step)  # the end of a shorter twin, replayed now
         self._restore(state, restore_host)
         writer = MetricsWriter(self.directory, enabled=self.is_main, start_step=self.warm_steps)
         bar = tqdm(total=plan["steps"], desc="sft twin", unit="step", disable=not self.is_main,
                    dynamic_ncols=True)
         try:
-            return self._train(plan, train_step, evaluate, writer, bar)
+            records = self._train(plan, train_step, evaluate, writer, bar)
         finally:
             bar.close()
             writer.close()
+        state.save(self.warm_steps + plan["steps"], host_state(), force=True, checkpointer=self.checkpointer)
+        self.checkpointer.wait()
+        if self.is_main:
+            self._write_config()
+        return records
+
+    def _write_config(self) -> None:
+        """The run's config.json, naming the twin's checkpoints, so <workdir>/sft_twin reads as a workdir."""
+        config = saved_config(self.workdir)
+        config["checkpoint"]["directory"] = self.own_directory
+        write_text_atomic(os.path.join(self.directory, CONFIG_FILE), json.dumps(config, indent=2))
 
     def _train(self, plan: dict, train_step: Callable[[int], dict], evaluate: Callable[[], dict],
                writer: MetricsWriter, bar) -> list[dict]:

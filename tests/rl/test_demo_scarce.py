@@ -160,6 +160,11 @@ def test_the_sft_twin_continues_the_warm_start_and_is_summarised(tmp_path, monke
     run(small_config(workdir, **{**overrides, "rl.iterations": 1}))
     steps, last = twin_ends(workdir)
     assert steps == [1, 2, 3, 4] and last["final"] and last["beside_iteration"] == 1
+    # Its end is saved beside its copy of the warm start, and <workdir>/sft_twin reads as a workdir.
+    from cmat_jax.training.workdir import load_trained_model
+    assert sorted(int(p) for p in os.listdir(workdir / "sft_twin" / "checkpoints")) == [3, 7]
+    twin_model, twin_config, twin_step = load_trained_model(str(workdir / "sft_twin"))
+    assert twin_step == 7 and twin_config.checkpoint.directory == "" and twin_config.rl.sft_twin
     # Resumed for one more iteration, the run goes on from its checkpoint and the twin is replayed beside it.
     run(resumed_config(workdir, **overrides))
     assert [(r["phase"], r["iteration"]) for r in read_metrics(workdir)][-4:] == [
