@@ -15,6 +15,10 @@ in the same run.
 
   python bench/bench_generate.py --preset qwen2_5_1_5b --batch 32 --prompt-len 512 --new-tokens 128
   python bench/bench_generate.py --preset tiny --batch 2 --prompt-len 8 --new-tokens 4 --dtype float32  # smoke
+
+--decode-attention xla,pallas runs the Sampler once per decode attention path (models/decode_attention.py),
+one after the other in this process with the same random weights, and reports whether their tokens agree.
+Peak device memory is the process's, so only the first path's peak is its own.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from bench.common import peak_memory_gib  # noqa: E402
 from bench.decode_memory import describe, watch_programs  # noqa: E402
 
 PEER_TAG = "PEER_RESULT "
+DECODE_ATTENTION_IMPLS = ("xla", "pallas")  # models/decode_attention.py (not imported: JAX loads lazily here)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     p.add_argument("--attention-impl", default="auto", choices=("auto", "xla", "cudnn"),
                    help="cmat_jax attention kernel ('auto': cuDNN on GPU for 16-bit compute)")
+    p.add_argument("--decode-attention", default="xla",
+                   help="comma-separated decode attention paths to run in turn: xla, pallas or xla,pallas")
     p.add_argument("--repeats", type=int, default=3, help="warm calls timed per measurement (median)")
     p.add_argument("--copy-mib", type=int, default=0,
                    help="size of the bandwidth probe; 0 = 1024 MiB on accelerators, 64 MiB on CPU")
@@ -71,6 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--new-tokens must be >= 2 so that decode steps can be timed apart from prefill")
     if bad := [o for o in args.decode_xla_option if "=" not in o]:
         p.error(f"--decode-xla-option wants NAME=VALUE, got {bad}")
+    args.decode_attention = args.decode_attention.split(",")
+    if bad := [d for d in args.decode_attention if d not in DECODE_ATTENTION_IMPLS]:
+        p.error(f"--decode-attention takes names among {', '.join(DECODE_ATTENTION_IMPLS)}, got {bad}")
     return args
 
 
@@ -113,7 +123,8 @@ def decode_xla_options(args) -> dict | None:
     return options
 
 
-def run_jax(args) -> dict:
+def run_jax(args, decode_attention: str) -> tuple[dict, list]:
+    """The Sampler's timings with `decode_attention`, and the token ids it generated."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -127,7 +138,7 @@ def run_jax(args) -> dict:
 
     def make():
         return Transformer(cfg, dtype=dtype, param_dtype=dtype, attention_impl=args.attention_impl,
-                           rngs=nnx.Rngs(0))
+                           decode_attention=decode_attention, rngs=nnx.Rngs(0))
 
     # Initialise on device in one program rather than parameter by parameter.
     graphdef, _ = nnx.split(nnx.eval_shape(make))
@@ -164,7 +175,7 @@ def run_jax(args) -> dict:
         out["memory"] = memory
     out["device"] = str(jax.devices()[0].device_kind)
     out.update(bandwidth_floor(args, cfg, model, dtype))
-    return out
+    return out, result.token_ids
 
 
 def measure_copy_bandwidth(args) -> float:
@@ -265,31 +276,47 @@ def run_peer_subprocess(args) -> dict:
 # -- report ------------------------------------------------------------------------
 
 
-def print_table(args, ours: dict, peer: dict | None) -> None:
+def token_agreement(ours: list, theirs: list) -> dict:
+    """How many rows generated the same ids, and the first step at which any row differs (None: none)."""
+    steps = [next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), None) for x, y in zip(ours, theirs)]
+    differing = [i for i in steps if i is not None]
+    return {"rows_equal": len(steps) - len(differing), "first_difference_step": min(differing, default=None)}
+
+
+def print_table(args, by_decode: dict, peer: dict | None) -> None:
+    """`by_decode`: the Sampler's results per decode attention path, in the order run."""
+    first = next(iter(by_decode.values()))
     print(f"\ngeneration: preset={args.preset} batch={args.batch} prompt_len={args.prompt_len} "
           f"new_tokens={args.new_tokens} dtype={args.dtype} greedy, no EOS")
-    print(f"device: {ours['device']}; copy bandwidth {ours['copy_bandwidth_gb_s']:.1f} GB/s; read per decode step: "
-          f"{ours['weight_bytes_per_step'] / 1e6:.1f} MB weights + {ours['kv_bytes_per_step'] / 1e6:.1f} MB KV "
-          f"(mean filled slots); cmat_jax compiled {ours['programs_compiled']} programs")
-    header = f"{'implementation':<26}{'new tok/s':>12}{'step ms':>10}{'prefill ms':>12}{'compile/warm-up s':>19}"
+    print(f"device: {first['device']}; copy bandwidth {first['copy_bandwidth_gb_s']:.1f} GB/s; read per decode "
+          f"step: {first['weight_bytes_per_step'] / 1e6:.1f} MB weights + {first['kv_bytes_per_step'] / 1e6:.1f} MB "
+          f"KV (mean filled slots); cmat_jax compiled {first['programs_compiled']} programs")
+    header = f"{'implementation':<27}{'new tok/s':>12}{'step ms':>10}{'prefill ms':>12}{'compile/warm-up s':>19}"
     print(header)
     print("-" * len(header))
-    rows = [("cmat_jax Sampler", ours)]
+    rows = [(f"cmat_jax Sampler ({decode})", ours) for decode, ours in by_decode.items()]
     if peer is not None:
         rows.append(("transformers generate", peer))
     for name, r in rows:
-        print(f"{name:<26}{r['new_tokens_per_s']:>12.1f}{r['step_ms']:>10.3f}{r['prefill_ms']:>12.2f}"
+        print(f"{name:<27}{r['new_tokens_per_s']:>12.1f}{r['step_ms']:>10.3f}{r['prefill_ms']:>12.2f}"
               f"{r['compile_s']:>19.2f}")
-    print(f"{'bandwidth floor':<26}{ours['floor_new_tokens_per_s']:>12.1f}{ours['floor_step_ms']:>10.3f}"
+    print(f"{'bandwidth floor':<27}{first['floor_new_tokens_per_s']:>12.1f}{first['floor_step_ms']:>10.3f}"
           f"{'-':>12}{'-':>19}")
-    if peer is not None:
-        print(f"ratio cmat_jax / transformers (new tok/s): {ours['new_tokens_per_s'] / peer['new_tokens_per_s']:.2f}x")
-    print(f"cmat_jax step time / floor: {ours['step_ms'] / ours['floor_step_ms']:.2f}x")
-    if "memory" in ours:
-        m = ours["memory"]
-        print(f"\nweights {m['weights_gib']:.2f} GiB; peak device memory of the first call {m['peak_gib']:.2f} GiB")
-        for report in m["programs"]:
-            print(describe(report["program"], report))
+    for decode, ours in by_decode.items():
+        if peer is not None:
+            print(f"ratio cmat_jax / transformers ({decode}, new tok/s): "
+                  f"{ours['new_tokens_per_s'] / peer['new_tokens_per_s']:.2f}x")
+        print(f"cmat_jax step time / floor ({decode}): {ours['step_ms'] / ours['floor_step_ms']:.2f}x")
+        if "same_tokens_as" in ours:
+            print(f"cmat_jax tokens ({decode}) against {ours['same_tokens_as']}'s: {ours['rows_equal']} of "
+                  f"{args.batch} rows equal; first difference at step {ours['first_difference_step']}")
+    for decode, ours in by_decode.items():
+        if "memory" in ours:
+            m = ours["memory"]
+            print(f"\n{decode} decode attention: weights {m['weights_gib']:.2f} GiB; peak device memory of the "
+                  f"process after its first call {m['peak_gib']:.2f} GiB")
+            for report in m["programs"]:
+                print(describe(report["program"], report))
 
 
 def main(argv=None) -> None:
@@ -299,11 +326,17 @@ def main(argv=None) -> None:
         return
     # The peer runs first, so its process has exited before JAX claims the device memory.
     peer = None if args.no_peer else run_peer_subprocess(args)
-    ours = run_jax(args)
-    print_table(args, ours, peer)
+    by_decode, tokens = {}, {}
+    for decode in args.decode_attention:
+        by_decode[decode], tokens[decode] = run_jax(args, decode)
+    first = args.decode_attention[0]
+    for decode in args.decode_attention[1:]:
+        by_decode[decode].update(same_tokens_as=first, **token_agreement(tokens[decode], tokens[first]))
+    print_table(args, by_decode, peer)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "cmat_jax": ours, "transformers": peer}, f, indent=2)
+            json.dump({"args": vars(args), "cmat_jax": by_decode[first], "cmat_jax_by_decode_attention": by_decode,
+                       "transformers": peer}, f, indent=2)
 
 
 if __name__ == "__main__":

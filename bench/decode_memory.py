@@ -90,11 +90,13 @@ def _signature(args, kwargs) -> tuple:
 
 
 def watch_programs(sampler) -> list[dict]:
-    """Wraps the sampler's decode program and programs.WATCHED (module-wide, for this process); the returned
-    list gains {program, **program_report} at each program's first call of each new shape."""
+    """Wraps the sampler's decode program and programs.WATCHED (module-wide, for this process: a later call
+    replaces an earlier call's wrappers); the returned list gains {program, **program_report} at each
+    program's first call of each new shape."""
     reports, seen = [], set()
 
     def watch(name, program):
+        program = getattr(program, "watched_program", program)
         def watched(*args, **kwargs):
             key = (name, _signature(args, kwargs))
             if key not in seen:
@@ -104,6 +106,7 @@ def watch_programs(sampler) -> list[dict]:
                 print(describe(name, report), file=sys.stderr, flush=True)
             return program(*args, **kwargs)
 
+        watched.watched_program = program
         return watched
 
     sampler.decode_program = watch("decode", sampler.decode_program)

@@ -99,6 +99,7 @@ CMAT_REFUSALS = [
     ("rollout.slots", -1, "an integer >= 0"),
     ("model.preset", "qwen_1_8", "unknown model preset 'qwen_1_8'; did you mean qwen_1_8b"),
     ("model.remat", "some", "choose from none, full"),
+    ("model.decode_attention", "flash", "choose from xla, pallas"),
 ]
 
 
@@ -205,11 +206,12 @@ def test_the_accepted_names_are_the_registered_ones():
     from cmat_jax.agents import engine
     from cmat_jax.data import batching
     from cmat_jax.taskgen import generate
-    from cmat_jax.models import attention, lora, transformer
+    from cmat_jax.models import attention, decode_attention, lora, transformer
     from cmat_jax.rl import advantages, loop, objectives
 
     assert model_settings.REMAT_NAMES == tuple(transformer.REMAT_POLICIES)
     assert model_settings.ATTENTION_IMPLS == attention.ATTENTION_IMPLS
+    assert model_settings.DECODE_ATTENTION_IMPLS == decode_attention.DECODE_ATTENTION_IMPLS
     assert model_settings.LORA_TARGETS == lora.TARGET_NAMES
     assert (training_settings.DATA_MODES, training_settings.OVERLONG) == (batching.MODES, batching.OVERLONG)
     assert (rollout_settings.CHECKER_MODES, rollout_settings.CACHE_MODES) == (engine.CHECKER_MODES,

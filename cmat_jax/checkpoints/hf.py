@@ -164,7 +164,7 @@ def _path_key(path) -> tuple:
 
 def load_hf_model(model_dir: str, *, lora: Optional[LoRAConfig] = None, dtype=jnp.float32, param_dtype=jnp.float32,
                   mesh=None, rules: Optional[dict] = None, remat: str = "none", attention_impl: str = "auto",
-                  seed: int = 0) -> Transformer:
+                  decode_attention: str = "xla", seed: int = 0) -> Transformer:
     """A Transformer with weights from a local Hugging Face directory.
 
     LoRA adapters, when requested, are freshly initialised (B = 0). Without a
@@ -177,7 +177,7 @@ def load_hf_model(model_dir: str, *, lora: Optional[LoRAConfig] = None, dtype=jn
 
     def make():
         return Transformer(cfg, lora=lora, dtype=dtype, param_dtype=param_dtype, remat=remat,
-                           attention_impl=attention_impl, rngs=nnx.Rngs(seed))
+                           attention_impl=attention_impl, decode_attention=decode_attention, rngs=nnx.Rngs(seed))
 
     abstract = nnx.eval_shape(make)
     graphdef, lora_abs, base_abs = nnx.split(abstract, LoRA, ...)

@@ -15,6 +15,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from cmat_jax.models import attention as attn_lib
+from cmat_jax.models import decode_attention as decode_lib
 from cmat_jax.models.config import ModelConfig
 from cmat_jax.models.kv_cache import KVCache
 from cmat_jax.models.layers import Embedding, Linear, RMSNorm, apply_rope, rope_inv_freq, rope_sin_cos
@@ -34,7 +35,8 @@ REMAT_POLICIES = {
 
 
 class Attention(nnx.Module):
-    def __init__(self, cfg: ModelConfig, *, lora, dtype, param_dtype, impl: str, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, lora, dtype, param_dtype, impl: str, decode_impl: str,
+                 rngs: nnx.Rngs):
         d, h = cfg.hidden_size, cfg.head_dim
         common = dict(lora=lora, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.q = Linear(d, cfg.num_heads * h, ("embed", "q_heads"), name="q", use_bias=cfg.qkv_bias, **common)
@@ -43,6 +45,7 @@ class Attention(nnx.Module):
         self.o = Linear(cfg.num_heads * h, d, ("q_heads", "embed"), name="o", **common)
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, h
         self.impl = impl
+        self.decode_impl = decode_impl
 
     def __call__(self, x_btd, sin_bth, cos_bth, mask_bts, kv, write_index, *, use_lora, keys):
         b, t, _ = x_btd.shape
@@ -63,12 +66,19 @@ class Attention(nnx.Module):
             k_cache = jax.lax.dynamic_update_slice(k_cache, k_btkh[None].astype(k_cache.dtype), start)
             v_cache = jax.lax.dynamic_update_slice(v_cache, v_btkh[None].astype(v_cache.dtype), start)
             new_kv = (k_cache, v_cache)
-            k_bskh = jax.lax.dynamic_index_in_dim(k_cache, layer, keepdims=False).astype(q_btnh.dtype)
-            v_bskh = jax.lax.dynamic_index_in_dim(v_cache, layer, keepdims=False).astype(q_btnh.dtype)
-            if t == 1:
-                impl = "xla"  # one query per row: a fused kernel has nothing to tile
-        out_btnh = checkpoint_name(attn_lib.dot_product_attention(q_btnh, k_bskh, v_bskh, mask_bts, impl),
-                                   "attn_out")
+        if kv is not None and t == 1 and self.decode_impl == "pallas":
+            # Reads the stacked cache in place at `layer`, so XLA has no layer slice to relayout (the einsums
+            # of a grouped-query slice make it transpose the whole cache); interpreted off GPU.
+            out_btnh = decode_lib.decode_attention(q_btnh, k_cache, v_cache, layer, mask_bts,
+                                                   interpret=jax.default_backend() != "gpu")
+        else:
+            if kv is not None:
+                k_bskh = jax.lax.dynamic_index_in_dim(k_cache, layer, keepdims=False).astype(q_btnh.dtype)
+                v_bskh = jax.lax.dynamic_index_in_dim(v_cache, layer, keepdims=False).astype(q_btnh.dtype)
+                if t == 1:
+                    impl = "xla"  # one query per row: a fused kernel has nothing to tile
+            out_btnh = attn_lib.dot_product_attention(q_btnh, k_bskh, v_bskh, mask_bts, impl)
+        out_btnh = checkpoint_name(out_btnh, "attn_out")
         out_btd = self.o(out_btnh.reshape(b, t, -1), use_lora=use_lora, dropout_key=keys[3])
         return out_btd, new_kv
 
@@ -89,9 +99,10 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
-    def __init__(self, cfg: ModelConfig, *, lora, dtype, param_dtype, impl, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, lora, dtype, param_dtype, impl, decode_impl, rngs: nnx.Rngs):
         self.attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
-        self.attn = Attention(cfg, lora=lora, dtype=dtype, param_dtype=param_dtype, impl=impl, rngs=rngs)
+        self.attn = Attention(cfg, lora=lora, dtype=dtype, param_dtype=param_dtype, impl=impl,
+                              decode_impl=decode_impl, rngs=rngs)
         self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
         self.mlp = MLP(cfg, lora=lora, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
@@ -123,12 +134,18 @@ class Transformer(nnx.Module):
       param_dtype: storage dtype of parameters.
       remat: rematerialisation policy of a layer, a key of REMAT_POLICIES.
       attention_impl: 'xla' (exact), 'cudnn' (fused GPU kernel) or 'auto'.
+      decode_attention: attention of one-token steps with a cache: 'xla' (attention_impl's exact path on the
+        layer's cache slice) or 'pallas' (models/decode_attention.py: reads the stacked cache in place).
     """
 
     def __init__(self, cfg: ModelConfig, *, lora: Optional[LoRAConfig] = None, dtype=jnp.float32,
-                 param_dtype=jnp.float32, remat: str = "none", attention_impl: str = "auto", rngs: nnx.Rngs):
+                 param_dtype=jnp.float32, remat: str = "none", attention_impl: str = "auto",
+                 decode_attention: str = "xla", rngs: nnx.Rngs):
         if remat not in REMAT_POLICIES:
             raise ValueError(f"remat policy {remat!r} is unknown; choose from {', '.join(REMAT_POLICIES)}")
+        if decode_attention not in decode_lib.DECODE_ATTENTION_IMPLS:
+            raise ValueError(f"decode_attention {decode_attention!r} is unknown; choose from "
+                             f"{', '.join(decode_lib.DECODE_ATTENTION_IMPLS)}")
         self.cfg = cfg
         self.lora_config = lora
         self.dtype = dtype
@@ -139,7 +156,8 @@ class Transformer(nnx.Module):
         @nnx.split_rngs(splits=cfg.num_layers)
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def make_blocks(rngs: nnx.Rngs):
-            return Block(cfg, lora=lora, dtype=dtype, param_dtype=param_dtype, impl=impl, rngs=rngs)
+            return Block(cfg, lora=lora, dtype=dtype, param_dtype=param_dtype, impl=impl,
+                         decode_impl=decode_attention, rngs=rngs)
 
         self.blocks = make_blocks(rngs)
         _stack_layer_axes(self.blocks)

@@ -13,6 +13,7 @@ from cmat_jax.settings.fields import Section, SettingError, choice, flag, intege
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # training/build.py
 REMAT_NAMES = ("none", "full", "dots", "dots_no_batch", "save_linear")  # models/transformer.py REMAT_POLICIES
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")  # models/attention.py
+DECODE_ATTENTION_IMPLS = ("xla", "pallas")  # models/decode_attention.py
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # models/lora.py TARGET_NAMES
 
 
@@ -29,6 +30,7 @@ class ModelSettings(Section):
     param_dtype: str
     remat: str
     attention_impl: str
+    decode_attention: str
 
     def __post_init__(self):
         self.check("hf_dir", text)
@@ -43,6 +45,7 @@ class ModelSettings(Section):
             self.check(name, choice, DTYPE_NAMES)
         self.check("remat", choice, REMAT_NAMES)
         self.check("attention_impl", choice, ATTENTION_IMPLS)
+        self.check("decode_attention", choice, DECODE_ATTENTION_IMPLS)
         if self.hf_dir and self.random_init:
             raise SettingError("model.hf_dir and model.random_init are both set; choose one")
         if not self.hf_dir and not self.random_init:

@@ -43,7 +43,8 @@ def _random_model(m: ModelSettings, lora: LoRAConfig, seed: int, mesh) -> Transf
 
     def make():
         model = Transformer(cfg, lora=lora, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype], remat=m.remat,
-                            attention_impl=m.attention_impl, rngs=nnx.Rngs(seed))
+                            attention_impl=m.attention_impl, decode_attention=m.decode_attention,
+                            rngs=nnx.Rngs(seed))
         if factor != 1.0:
             for _, module in nnx.iter_graph(model):
                 weight = module.kernel if isinstance(module, Linear) else \
@@ -65,7 +66,8 @@ def build_model(m: ModelSettings, lora: LoraSettings, seed: int, mesh) -> Transf
         from cmat_jax.checkpoints.hf import load_hf_model
 
         return load_hf_model(m.hf_dir, lora=config, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype],
-                             mesh=mesh, remat=m.remat, attention_impl=m.attention_impl, seed=seed)
+                             mesh=mesh, remat=m.remat, attention_impl=m.attention_impl,
+                             decode_attention=m.decode_attention, seed=seed)
     return _random_model(m, config, seed, mesh)
 
 

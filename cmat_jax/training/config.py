@@ -55,6 +55,7 @@ def _model() -> config_dict.ConfigDict:
     m.param_dtype = "float32"  # storage dtype of the frozen base
     m.remat = "none"  # none | full | dots | dots_no_batch | save_linear
     m.attention_impl = "auto"  # auto | xla | cudnn
+    m.decode_attention = "xla"  # xla | pallas: one-token decode steps (pallas reads the KV cache in place)
     return m
 
 
