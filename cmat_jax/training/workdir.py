@@ -27,6 +27,7 @@ from cmat_jax.settings.model import LoraSettings, ModelSettings
 from cmat_jax.settings.training import TrainSettings
 from cmat_jax.training import build
 from cmat_jax.training.checkpoint import DEFAULT_ROLE, Checkpointer, checkpoint_directory, checkpoint_path
+from cmat_jax.training.config import cmat_config, default_config
 from cmat_jax.training.metrics import METRICS_FILE
 
 
@@ -52,8 +53,22 @@ def saved_config(workdir: str) -> dict:
 
 
 def read_run_config(workdir: str) -> config_dict.ConfigDict:
-    """saved_config as a ConfigDict, as the run had it."""
-    return config_dict.ConfigDict(saved_config(workdir))
+    """saved_config as a ConfigDict, as the run had it. A field added to the project after the run was saved
+    takes its default (new settings default to the behaviour that came before them), so older runs still load."""
+    saved = saved_config(workdir)
+    defaults = (cmat_config() if saved.get("mode") == "cmat" else default_config()).to_dict()
+    return config_dict.ConfigDict(_with_missing(saved, defaults))
+
+
+def _with_missing(saved: dict, defaults: dict) -> dict:
+    """`saved` with every key of `defaults` it lacks, at any depth."""
+    merged = dict(saved)
+    for key, value in defaults.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = _with_missing(merged[key], value)
+    return merged
 
 
 def saved_steps(directory: str) -> list[int]:

@@ -3,6 +3,8 @@ transformers) give the same logits as cmat_jax itself."""
 
 from __future__ import annotations
 
+import json
+import os
 
 import jax.numpy as jnp
 import numpy as np
@@ -53,6 +55,16 @@ def test_peft_and_merged_exports_match_cmat_jax(tmp_path, base):
     model, _, step = load_trained_model(config.workdir)
     assert step == 3
     ours = np.asarray(model(jnp.asarray(tokens))[0])
+
+    # A run saved before a field existed (here model.decode_attention) loads with that field's default.
+    path = os.path.join(config.workdir, "config.json")
+    saved = json.load(open(path, encoding="utf-8"))
+    del saved["model"]["decode_attention"]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(saved, f)
+    older, older_config, _ = load_trained_model(config.workdir)
+    assert older_config.model.decode_attention == "xla"
+    assert np.array_equal(np.asarray(older(jnp.asarray(tokens))[0]), ours)
     without_adapters = np.asarray(model(jnp.asarray(tokens), use_lora=False)[0])
     assert np.abs(ours - without_adapters).max() > 100 * TOLERANCE, "training left the adapters without effect"
 
