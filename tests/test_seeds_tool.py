@@ -15,7 +15,8 @@ TINY = ["--config.model.init_std=0.15", "--config.lora.rank=4", "--config.tasks.
         "--config.rollout.tasks_per_iteration=2", "--config.rollout.group_size=2",
         "--config.rollout.max_new_tokens=8", "--config.rollout.max_len=256", "--config.rl.iterations=2",
         "--config.rl.rows=2", "--config.rl.seq_len=256", "--config.rl.eval_every=1",
-        "--config.checkpoint.every=1", "--config.rl.sft_twin=true", "--config.rl.sft_twin_steps=2"]
+        "--config.checkpoint.every=1", "--config.rl.sft_twin=true", "--config.rl.sft_twin_steps=2",
+        "--config.tasks.train_seed={seed}", "--config.tasks.eval_seed=100"]
 
 
 def test_two_seeds_run_at_once_and_are_reported_as_mean_and_std(tmp_path, capsys, monkeypatch):
@@ -29,6 +30,7 @@ def test_two_seeds_run_at_once_and_are_reported_as_mean_and_std(tmp_path, capsys
     for seed in (0, 1):
         run_config = json.load(open(os.path.join(out, f"seed_{seed}", "config.json"), encoding="utf-8"))
         assert run_config["seed"] == seed and run_config["data"]["seed"] == seed
+        assert run_config["tasks"]["train_seed"] == seed  # "{seed}" in the training arguments
         result = report["seeds"][str(seed)]
         evals = [json.loads(line) for line in open(os.path.join(out, f"seed_{seed}", "metrics.jsonl"))
                  if '"eval"' in line]

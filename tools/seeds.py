@@ -4,7 +4,8 @@
     python tools/seeds.py --out R --seeds 0,1,2 --summarize-only [--metric overall_cat_accuracy]
 
 Each seed S runs `python -m cmat_jax.train --config CONFIG --config.seed=S --config.data.seed=S
---config.workdir=OUT/seed_S` plus the arguments after `--`, in its own process, `--parallel` of them at a time
+--config.workdir=OUT/seed_S` plus the arguments after `--` (each `{seed}` in them replaced by S, e.g.
+`--config.tasks.train=tasks_{seed}.jsonl`), in its own process, `--parallel` of them at a time
 (default: all). On a GPU the processes share it: each gets XLA_PYTHON_CLIENT_MEM_FRACTION = 0.9 / parallel
 unless the environment already sets it. Output goes to OUT/seed_S.log. Then, from each run's records
 (metrics.jsonl, and sft_twin/metrics.jsonl with rl.sft_twin), the held-out evaluations' `--metric` at the
@@ -60,7 +61,8 @@ def seed_workdir(out: str, seed: int) -> str:
 
 def train_command(config: str, seed: int, out: str, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "cmat_jax.train", f"--config={config}", f"--config.seed={seed}",
-            f"--config.data.seed={seed}", f"--config.workdir={seed_workdir(out, seed)}", *extra]
+            f"--config.data.seed={seed}", f"--config.workdir={seed_workdir(out, seed)}",
+            *(arg.replace("{seed}", str(seed)) for arg in extra)]
 
 
 def run_seeds(args, extra) -> dict[int, int]:
