@@ -141,11 +141,11 @@ def table(report: dict) -> str:
     lines = [f"held-out `{report['metric']}` | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std",
              "|".join(["---"] * (len(seeds) + 2))]
     for key, label in ROWS:
-        cells = [report["seeds"][s][key] for s in seeds]
+        number = "{:+.3f}" if key == "cmat_minus_twin" else "{:.3f}"
+        cells = ["-" if report["seeds"][s][key] is None else number.format(report["seeds"][s][key]) for s in seeds]
         spread = report["mean_std"].get(key)
-        lines.append(" | ".join([label, *("-" if v is None else f"{v:+.3f}" if key == "cmat_minus_twin" else f"{v:.3f}"
-                                          for v in cells),
-                                 f"{spread['mean']:.3f} ± {spread['std']:.3f}" if spread else "-"]))
+        mean = f"{number.format(spread['mean'])} ± {spread['std']:.3f}" if spread else "-"
+        lines.append(" | ".join([label, *cells, mean]))
     lines = [f"| {line} |" for line in lines]
     for seed, line in sorted(report["failed"].items()):
         lines.append(f"\nseed {seed} failed: {line}")

@@ -36,7 +36,6 @@ from cmat_jax import sharding as sharding_lib
 from cmat_jax.models.lora import LoRA
 from cmat_jax.settings.run import RunSettings
 from cmat_jax.training import build
-from cmat_jax.training.config import cmat_config, default_config
 from cmat_jax.fileio import write_text_atomic
 from cmat_jax.training.checkpoint import (DEFAULT_ROLE, CheckpointUnreadable, Checkpointer, check_role,
                                           checkpoint_directory)
@@ -44,7 +43,7 @@ from cmat_jax.training.lock import lock_workdir
 from cmat_jax.training.metrics import METRICS_FILE, TENSORBOARD_DIR, check_metrics_file, truncate_metrics_after
 from cmat_jax.training.optimizer import make_optimizer, make_schedule
 from cmat_jax.training.step import BATCH_KEYS, LossFn, make_train_step, sft_loss
-from cmat_jax.training.workdir import CONFIG_FILE, START_OVER, config_for_resume, run_records
+from cmat_jax.training.workdir import CONFIG_FILE, START_OVER, config_for_resume, default_settings, run_records
 
 # Settings a resumed run may change without changing the data order or the math of a step
 # (train.steps only where the schedule allows it: see steps_change).
@@ -110,11 +109,6 @@ def make_checkpointer(config, workdir: str) -> Checkpointer:
         for lock in held:
             lock.release()
         raise
-
-
-def default_settings(mode: str) -> dict:
-    """The code's default config of a run mode, as a plain dict."""
-    return json.loads((cmat_config() if mode == "cmat" else default_config()).to_json())
 
 
 def _fresh_start(config, directory: str, workdir: str, latest: Optional[int]) -> bool:

@@ -56,8 +56,12 @@ def read_run_config(workdir: str) -> config_dict.ConfigDict:
     """saved_config as a ConfigDict, as the run had it. A field added to the project after the run was saved
     takes its default (new settings default to the behaviour that came before them), so older runs still load."""
     saved = saved_config(workdir)
-    defaults = (cmat_config() if saved.get("mode") == "cmat" else default_config()).to_dict()
-    return config_dict.ConfigDict(_with_missing(saved, defaults))
+    return config_dict.ConfigDict(_with_missing(saved, default_settings(saved.get("mode", "sft"))))
+
+
+def default_settings(mode: str) -> dict:
+    """The code's default config of a run mode, as a plain dict."""
+    return json.loads((cmat_config() if mode == "cmat" else default_config()).to_json())
 
 
 def _with_missing(saved: dict, defaults: dict) -> dict:

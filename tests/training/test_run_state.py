@@ -132,7 +132,8 @@ def test_role_settings_are_checked(tmp_path):
 
 def test_a_setting_added_after_a_run_started_resumes_at_its_default():
     from cmat_jax.training.config import cmat_config
-    from cmat_jax.training.run_state import config_differences, default_settings
+    from cmat_jax.training.run_state import config_differences
+    from cmat_jax.training.workdir import default_settings
 
     current = json.loads(cmat_config().to_json())
     saved = json.loads(cmat_config().to_json())
