@@ -96,7 +96,13 @@ def test_a_bfloat16_cache_under_float32_compute():
     np.testing.assert_allclose(out, reference(q, k_cache, v_cache, 1, mask), atol=1e-5, rtol=1e-5)
 
 
-def test_a_tiny_model_decodes_the_same_tokens_with_either_path():
+def test_a_tiny_model_decodes_the_same_tokens_with_either_path(monkeypatch):
+    from cmat_jax.models import decode_attention as decode_lib
+
+    traced = []  # the kernel's traces: the pallas model must reach it, the xla one never
+    real = decode_lib.decode_attention
+    monkeypatch.setattr(decode_lib, "decode_attention", lambda *a, **kw: traced.append(1) or real(*a, **kw))
+
     def model(decode):
         made = Transformer(preset("tiny"), attention_impl="xla", decode_attention=decode, rngs=nnx.Rngs(0))
         graphdef, state = nnx.split(made)  # larger weights than the init, so logits are far from uniform
@@ -108,6 +114,7 @@ def test_a_tiny_model_decodes_the_same_tokens_with_either_path():
     for decode in ("xla", "pallas"):
         m = model(decode)
         runs[decode] = Sampler(m).generate(m, prompts, policy, eos_ids=())
+        assert bool(traced) == (decode == "pallas")
     assert runs["pallas"].token_ids == runs["xla"].token_ids
     assert all(len(set(row)) > 2 for row in runs["xla"].token_ids), "degenerate reference: too few distinct tokens"
     for ours, theirs in zip(runs["pallas"].logprobs, runs["xla"].logprobs):
