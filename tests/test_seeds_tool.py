@@ -7,6 +7,7 @@ import statistics
 import pytest
 
 from tests.repo_configs import REPO
+from cmat_jax.taskgen.generate import generate_records
 from tools import seeds
 
 TINY = ["--config.model.init_std=0.15", "--config.lora.rank=4", "--config.tasks.train_count=12",
@@ -18,12 +19,19 @@ TINY = ["--config.model.init_std=0.15", "--config.lora.rank=4", "--config.tasks.
         "--config.checkpoint.every=1", "--config.rl.sft_twin=true", "--config.rl.sft_twin_steps=2",
         "--config.tasks.train_seed={seed}", "--config.tasks.eval_seed=100"]
 
+HELDOUT_EVAL = ["--config.max_tasks=2", "--config.reflection.trials=1", "--config.checker=off",
+                "--config.instructions=short", "--config.sampling.max_new_tokens=8", "--config.sampling.max_len=1024"]
+
 
 def test_two_seeds_run_at_once_and_are_reported_as_mean_and_std(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     out = str(tmp_path / "runs")
     config = os.path.join("configs", "cmat_tiny.py")
-    assert seeds.main(["--config", config, "--seeds", "0,1", "--out", out, "--", *TINY]) == 0
+    heldout = str(tmp_path / "heldout.jsonl")
+    with open(heldout, "w", encoding="utf-8") as f:  # a seed no run trains on
+        f.writelines(json.dumps(record) + "\n" for record in generate_records(3, 1000, "tiny"))
+    assert seeds.main(["--config", config, "--seeds", "0,1", "--out", out, "--heldout", heldout,
+                       *(f"--eval-arg={arg}" for arg in HELDOUT_EVAL), "--", *TINY]) == 0
     with open(os.path.join(out, "seeds.json"), encoding="utf-8") as f:
         report = json.load(f)
     assert sorted(report["seeds"]) == ["0", "1"] and report["failed"] == {}
@@ -40,6 +48,20 @@ def test_two_seeds_run_at_once_and_are_reported_as_mean_and_std(tmp_path, capsys
     assert report["mean_std"]["final"] == pytest.approx(
         {"mean": statistics.fmean(finals), "std": statistics.pstdev(finals), "n": 2})
     assert "CMAT - twin" in open(os.path.join(out, "seeds.md"), encoding="utf-8").read()
+
+    # Each seed's CMAT end and twin, scored on the held-out file.
+    assert report["heldout_metric"] == "overall_cat_accuracy"
+    for seed in (0, 1):
+        result = report["seeds"][str(seed)]
+        arms = (("cmat", "heldout_final", f"seed_{seed}"), ("twin", "heldout_twin", f"seed_{seed}/sft_twin"))
+        for arm, key, workdir in arms:
+            path = os.path.join(out, "heldout", f"seed_{seed}_{arm}", "metrics.json")
+            metrics = json.load(open(path, encoding="utf-8"))
+            assert metrics["tasks"] == heldout and metrics["episodes"] == 2
+            assert metrics["model"]["workdir"] == os.path.abspath(os.path.join(out, workdir))
+            assert result[key] == metrics["overall_cat_accuracy"]
+        assert result["heldout_cmat_minus_twin"] == pytest.approx(result["heldout_final"] - result["heldout_twin"])
+    assert "held-out set: CMAT - twin (`overall_cat_accuracy`)" in open(os.path.join(out, "seeds.md")).read()
 
     # A seed whose run left no summary is reported as failed, with its log's last line, and left out.
     os.remove(os.path.join(out, "seed_1", "summary.json"))
@@ -61,8 +83,26 @@ def test_two_seeds_run_at_once_and_are_reported_as_mean_and_std(tmp_path, capsys
     (["--out", "o", "--parallel", "-1", "--summarize-only"], "--parallel is -1"),
     (["--out", "o", "--config", "configs/nope.py"], "is not a file"),
     (["--out", "o", "--summarize-only", "--", "--config.seed=1"], "runs nothing"),
+    (["--out", "o", "--summarize-only", "--heldout", "configs/cmat_tiny.py"], "--heldout has no use"),
+    (["--out", "o", "--config", "configs/cmat_tiny.py", "--heldout", "nope.jsonl"], "'nope.jsonl' is not a file"),
+    (["--out", "o", "--config", "configs/cmat_tiny.py", "--eval-arg=--config.max_tasks=2"], "give --heldout too"),
 ])
 def test_bad_arguments_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit):
         seeds.main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_a_failed_heldout_evaluation_is_reported_with_its_log(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "runs"
+    (out / "seed_0").mkdir(parents=True)
+    (out / "seed_0" / "config.json").write_text("{}")  # a workdir with no checkpoint to evaluate
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("")
+    args, _ = seeds.parse_args(["--config", "configs/cmat_tiny.py", "--seeds", "0", "--out", str(out),
+                                "--heldout", str(heldout)])
+    [failure] = seeds.run_heldout(args, [0])
+    assert failure.startswith("seed 0 cmat held-out failed: ") and "seed_0_cmat.log" in failure
+    assert seeds.heldout_result(str(out), 0, "overall_cat_accuracy") == {
+        "heldout_final": None, "heldout_twin": None, "heldout_cmat_minus_twin": None}

@@ -12,6 +12,14 @@ unless the environment already sets it. Output goes to OUT/seed_S.log. Then, fro
 warm start, at the end of the iterations and at the SFT twin's end, per seed and as mean ± std (population
 std over the seeds), written to OUT/seeds.md and OUT/seeds.json and printed. A seed whose run failed is
 reported as failed, with its log's last line, and left out of the means.
+
+With `--heldout TASKS.jsonl` (a task file no run trained on, e.g. tools/make_sql_tasks.py with a seed
+training never uses) each finished seed's CMAT end and SFT twin are then also scored on it by
+`python -m cmat_jax.evaluate --config configs/eval_dbbench.py --config.agent=model
+--config.model.workdir=OUT/seed_S[/sft_twin] --config.tasks=TASKS` plus each `--eval-arg` (e.g.
+`--eval-arg=--config.reflection.trials=1`), into OUT/heldout/seed_S_cmat and seed_S_twin; the report
+gains their `--heldout-metric` and its CMAT - twin (a failed evaluation is printed with its log's last
+line and shown as '-'). A later `--summarize-only` reads them again.
 """
 
 from __future__ import annotations
@@ -26,6 +34,10 @@ import time
 
 ROWS = (("warm_start", "after the warm start"), ("final", "after the CMAT iterations"),
         ("twin", "SFT twin (same warm start, equal training time)"), ("cmat_minus_twin", "CMAT - twin"))
+HELDOUT_ROWS = (("heldout_final", "held-out set: after the CMAT iterations"),
+                ("heldout_twin", "held-out set: SFT twin"), ("heldout_cmat_minus_twin", "held-out set: CMAT - twin"))
+HELDOUT_ARMS = {"cmat": "", "twin": "sft_twin"}  # arm -> the workdir below OUT/seed_S it evaluates
+EVAL_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "eval_dbbench.py")
 
 
 def parse_args(argv):
@@ -37,6 +49,13 @@ def parse_args(argv):
     parser.add_argument("--metric", default="success_rate",
                         help="held-out evaluation field to report (overall_cat_accuracy for DBBench dev)")
     parser.add_argument("--summarize-only", action="store_true", help="report the runs already in OUT")
+    parser.add_argument("--heldout", help="a task file (.jsonl) no run trained on: score each seed's CMAT end "
+                                          "and SFT twin on it after the runs")
+    parser.add_argument("--heldout-metric", default="overall_cat_accuracy",
+                        help="field of the held-out evaluations' metrics.json to report")
+    parser.add_argument("--eval-arg", action="append", default=[],
+                        help="an argument for every held-out evaluation (repeatable), "
+                             "e.g. --eval-arg=--config.reflection.trials=1")
     args, extra = parser.parse_known_args(argv)
     if extra and extra[0] == "--":
         extra = extra[1:]
@@ -50,6 +69,14 @@ def parse_args(argv):
         parser.exit(2, f"error: --parallel is {args.parallel}; give 0 (every seed at once) or a positive count\n")
     if not args.summarize_only and not (args.config and os.path.isfile(args.config)):
         parser.exit(2, f"error: --config {args.config!r} is not a file; give the training config to run\n")
+    if args.heldout and args.summarize_only:
+        parser.exit(2, "error: --summarize-only runs nothing, so --heldout has no use; it reports the held-out "
+                       "evaluations already in OUT/heldout\n")
+    if args.heldout and not os.path.isfile(args.heldout):
+        parser.exit(2, f"error: --heldout {args.heldout!r} is not a file; give a task file (.jsonl) no run trained on, "
+                       "e.g. from tools/make_sql_tasks.py with a seed training never uses\n")
+    if args.eval_arg and not args.heldout:
+        parser.exit(2, f"error: --eval-arg {args.eval_arg} is for the held-out evaluations; give --heldout too\n")
     if args.summarize_only and extra:
         parser.exit(2, f"error: --summarize-only runs nothing, so the training arguments {extra} have no use\n")
     return args, extra
@@ -65,28 +92,61 @@ def train_command(config: str, seed: int, out: str, extra: list[str]) -> list[st
             *(arg.replace("{seed}", str(seed)) for arg in extra)]
 
 
-def run_seeds(args, extra) -> dict[int, int]:
-    """Runs every seed, `parallel` at a time; returns seed -> exit status."""
-    os.makedirs(args.out, exist_ok=True)
-    parallel = args.parallel or len(args.seeds)
+def eval_command(workdir: str, tasks: str, out_dir: str, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "cmat_jax.evaluate", f"--config={EVAL_CONFIG}", "--config.agent=model",
+            f"--config.model.workdir={workdir}", f"--config.tasks={tasks}", f"--config.workdir={out_dir}", *extra]
+
+
+def heldout_dir(out: str, seed: int, arm: str) -> str:
+    return os.path.join(out, "heldout", f"seed_{seed}_{arm}")
+
+
+def run_processes(jobs: dict, parallel: int) -> dict:
+    """Runs jobs {key: (command, log path)}, `parallel` at a time, the GPU's memory shared between them;
+    returns key -> exit status."""
     env = dict(os.environ)
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / parallel:.3f}")
-    waiting, running, status = list(args.seeds), {}, {}
+    waiting, running, status = list(jobs), {}, {}
     while waiting or running:
         while waiting and len(running) < parallel:
-            seed = waiting.pop(0)
-            log = open(os.path.join(args.out, f"seed_{seed}.log"), "w", encoding="utf-8")
-            command = train_command(args.config, seed, args.out, extra)
-            print(f"seed {seed}: {' '.join(command)}", flush=True)
-            running[seed] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-        for seed, (process, log) in list(running.items()):
+            key = waiting.pop(0)
+            command, log_path = jobs[key]
+            log = open(log_path, "w", encoding="utf-8")
+            print(f"{key}: {' '.join(command)}", flush=True)
+            running[key] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+        for key, (process, log) in list(running.items()):
             if process.poll() is not None:
                 log.close()
-                status[seed] = process.returncode
-                print(f"seed {seed}: exit status {process.returncode}", flush=True)
-                del running[seed]
+                status[key] = process.returncode
+                print(f"{key}: exit status {process.returncode}", flush=True)
+                del running[key]
         time.sleep(1)
     return status
+
+
+def run_seeds(args, extra) -> dict[int, int]:
+    """Trains every seed; returns seed -> exit status."""
+    os.makedirs(args.out, exist_ok=True)
+    jobs = {f"seed {seed}": (train_command(args.config, seed, args.out, extra),
+                             os.path.join(args.out, f"seed_{seed}.log")) for seed in args.seeds}
+    status = run_processes(jobs, args.parallel or len(args.seeds))
+    return {seed: status[f"seed {seed}"] for seed in args.seeds}
+
+
+def run_heldout(args, trained: list[int]) -> list[str]:
+    """Scores each trained seed's CMAT end and SFT twin (where the run made one) on the --heldout tasks;
+    returns the evaluations that failed, each with its log."""
+    jobs = {}
+    for seed in trained:
+        for arm, below in HELDOUT_ARMS.items():
+            workdir = os.path.join(seed_workdir(args.out, seed), below)
+            if os.path.isfile(os.path.join(workdir, "config.json")):
+                out_dir = heldout_dir(args.out, seed, arm)
+                os.makedirs(out_dir, exist_ok=True)
+                jobs[f"seed {seed} {arm} held-out"] = (eval_command(workdir, args.heldout, out_dir, args.eval_arg),
+                                                       out_dir + ".log")
+    status = run_processes(jobs, args.parallel or len(args.seeds))
+    return [f"{key} failed: {last_line(jobs[key][1])} ({jobs[key][1]})" for key, rc in status.items() if rc]
 
 
 def read_records(path: str) -> list[dict]:
@@ -107,9 +167,30 @@ def seed_result(workdir: str, metric: str) -> dict:
     result = {"warm_start": evals[0].get(metric) if evals else None,
               "final": evals[-1].get(metric) if len(evals) > 1 else None,
               "twin": twin[-1].get(metric) if twin else None}
-    both = result["final"] is not None and result["twin"] is not None
-    result["cmat_minus_twin"] = result["final"] - result["twin"] if both else None
+    result["cmat_minus_twin"] = difference(result["final"], result["twin"])
     return result
+
+
+def difference(a, b):
+    return a - b if a is not None and b is not None else None
+
+
+def heldout_result(out: str, seed: int, metric: str) -> dict:
+    """{heldout_final, heldout_twin, heldout_cmat_minus_twin}: `metric` of the held-out evaluations."""
+    values = {}
+    for arm in HELDOUT_ARMS:
+        path = os.path.join(heldout_dir(out, seed, arm), "metrics.json")
+        if not os.path.isfile(path):
+            values[arm] = None
+            continue
+        with open(path, encoding="utf-8") as f:
+            metrics = json.load(f)
+        if metric not in metrics:
+            raise ValueError(f"{path} has no field {metric!r}; it has "
+                             f"{sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))}")
+        values[arm] = metrics[metric]
+    return {"heldout_final": values["cmat"], "heldout_twin": values["twin"],
+            "heldout_cmat_minus_twin": difference(values["cmat"], values["twin"])}
 
 
 def last_line(path: str) -> str:
@@ -120,28 +201,36 @@ def last_line(path: str) -> str:
     return lines[-1] if lines else "empty log"
 
 
-def summarize(out: str, seeds: list[int], metric: str, status: dict[int, int]) -> dict:
-    per_seed, failed = {}, {}
-    for seed in seeds:
-        workdir = seed_workdir(out, seed)
-        if status.get(seed, 0) != 0 or not os.path.isfile(os.path.join(workdir, "summary.json")):
-            failed[seed] = last_line(os.path.join(out, f"seed_{seed}.log"))
-            continue
-        per_seed[seed] = seed_result(workdir, metric)
+def finished(out: str, seeds: list[int], status: dict[int, int]) -> list[int]:
+    return [seed for seed in seeds
+            if status.get(seed, 0) == 0 and os.path.isfile(os.path.join(seed_workdir(out, seed), "summary.json"))]
+
+
+def summarize(out: str, seeds: list[int], metric: str, status: dict[int, int],
+              heldout_metric: str = "overall_cat_accuracy") -> dict:
+    done = finished(out, seeds, status)
+    failed = {seed: last_line(os.path.join(out, f"seed_{seed}.log")) for seed in seeds if seed not in done}
+    per_seed = {seed: seed_result(seed_workdir(out, seed), metric) for seed in done}
+    heldout = os.path.isdir(os.path.join(out, "heldout"))
+    if heldout:
+        for seed in done:
+            per_seed[seed].update(heldout_result(out, seed, heldout_metric))
     means = {}
-    for key, _ in ROWS:
+    for key, _ in ROWS + (HELDOUT_ROWS if heldout else ()):
         values = [r[key] for r in per_seed.values() if r[key] is not None]
         if values:
             means[key] = {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "n": len(values)}
-    return {"metric": metric, "seeds": per_seed, "failed": failed, "mean_std": means}
+    return {"metric": metric, "heldout_metric": heldout_metric if heldout else None, "seeds": per_seed,
+            "failed": failed, "mean_std": means}
 
 
 def table(report: dict) -> str:
     seeds = sorted(report["seeds"])
     lines = [f"held-out `{report['metric']}` | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std",
              "|".join(["---"] * (len(seeds) + 2))]
-    for key, label in ROWS:
-        number = "{:+.3f}" if key == "cmat_minus_twin" else "{:.3f}"
+    heldout = tuple((key, f"{label} (`{report['heldout_metric']}`)") for key, label in HELDOUT_ROWS)
+    for key, label in ROWS + (heldout if report["heldout_metric"] else ()):
+        number = "{:+.3f}" if key.endswith("cmat_minus_twin") else "{:.3f}"
         cells = ["-" if report["seeds"][s][key] is None else number.format(report["seeds"][s][key]) for s in seeds]
         spread = report["mean_std"].get(key)
         mean = f"{number.format(spread['mean'])} ± {spread['std']:.3f}" if spread else "-"
@@ -155,10 +244,11 @@ def table(report: dict) -> str:
 def main(argv=None) -> int:
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     status = {} if args.summarize_only else run_seeds(args, extra)
+    heldout_failed = run_heldout(args, finished(args.out, args.seeds, status)) if args.heldout else []
     try:
-        report = summarize(args.out, args.seeds, args.metric, status)
+        report = summarize(args.out, args.seeds, args.metric, status, args.heldout_metric)
     except ValueError as e:
-        print(f"error: --metric: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     text = table(report)
     os.makedirs(args.out, exist_ok=True)
@@ -167,7 +257,9 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "seeds.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
     print(text, end="")
-    return 1 if report["failed"] else 0
+    for line in heldout_failed:
+        print(line)
+    return 1 if report["failed"] or heldout_failed else 0
 
 
 if __name__ == "__main__":
