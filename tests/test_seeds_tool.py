@@ -102,6 +102,14 @@ def test_a_failed_heldout_evaluation_is_reported_with_its_log(tmp_path, monkeypa
     heldout.write_text("")
     args, _ = seeds.parse_args(["--config", "configs/cmat_tiny.py", "--seeds", "0", "--out", str(out),
                                 "--heldout", str(heldout)])
+    stale = out / "heldout" / "seed_0_cmat"  # a score of an earlier model of seed 0
+    stale.mkdir(parents=True)
+    (stale / "metrics.json").write_text(json.dumps({"overall_cat_accuracy": 0.5}))
+    monkeypatch.setattr(seeds, "run_processes", lambda jobs, parallel: dict.fromkeys(jobs, 0))  # train nothing
+    seeds.run_seeds(args, [])
+    assert not stale.exists()
+    monkeypatch.undo()
+    monkeypatch.chdir(REPO)
     [failure] = seeds.run_heldout(args, [0])
     assert failure.startswith("seed 0 cmat held-out failed: ") and "seed_0_cmat.log" in failure
     assert seeds.heldout_result(str(out), 0, "overall_cat_accuracy") == {

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -125,8 +126,12 @@ def run_processes(jobs: dict, parallel: int) -> dict:
 
 
 def run_seeds(args, extra) -> dict[int, int]:
-    """Trains every seed; returns seed -> exit status."""
+    """Trains every seed; returns seed -> exit status. Held-out scores of earlier models of these seeds
+    are deleted first, so a report never shows them beside the new runs."""
     os.makedirs(args.out, exist_ok=True)
+    for seed in args.seeds:
+        for arm in HELDOUT_ARMS:
+            shutil.rmtree(heldout_dir(args.out, seed, arm), ignore_errors=True)
     jobs = {f"seed {seed}": (train_command(args.config, seed, args.out, extra),
                              os.path.join(args.out, f"seed_{seed}.log")) for seed in args.seeds}
     status = run_processes(jobs, args.parallel or len(args.seeds))
