@@ -11,7 +11,8 @@ the static Checker's own sentence, or "The Checker rejected this statement:
 <reason>". Each judged Assistant turn records the verdict (`StaticVerdict` or
 `LearnedVerdict`); each learned Checker call writes a turn of its own (a
 one-turn conversation: the next segment), whose reward is set when the
-episode ends (agents/rewards.py).
+episode ends (agents/rewards.py). A statement whose Checker prompt is too long
+for the sampler is not sent to the learned Checker: it goes through unjudged.
 """
 
 from __future__ import annotations
@@ -79,15 +80,19 @@ class CheckerRole:
     def _learned(self, episodes: list[Episode], turns: list[Turn], to_learn: list[tuple[int, str]],
                  rejections: list[Optional[str]], weights: dict) -> None:
         """One batched reply call of the learned Checker over the statements in `to_learn`; records its turns."""
-        requests, prompts = [], []
+        limit = self.prompts.reply_budget(self.settings.max_new_tokens)
+        judged, requests, prompts = [], [], []
         for i, action in to_learn:
             episode = episodes[i]
             messages = prompt_lib.checker_prompt(episode.task.prompt, action)
             ids = self.prompts.encode(messages)
+            if limit is not None and len(ids) > limit:
+                continue  # too long for the sampler: the learned Checker lets this statement through unjudged
+            judged.append(i)
             requests.append(episode.request(CHECKER_ROLE, ids, messages))
             prompts.append(ids)
         replies = self.stats.call(self.model, weights.get(CHECKER_ROLE), requests, self.settings)
-        for (i, _), ids, reply in zip(to_learn, prompts, replies):
+        for i, ids, reply in zip(judged, prompts, replies):
             parsed = prompt_lib.parse_checker_reply(reply.text)
             trajectory = episodes[i].trajectory
             # The Checker's own turn writes `readable` before `reason`: the record's key order.

@@ -122,7 +122,7 @@ class RolloutEngine:
         budget = config.prompt_budget
         if budget is None and max_len is not None:
             budget = max_len - config.assistant.max_new_tokens
-        self.prompts = PromptIds(tokenizer, budget)
+        self.prompts = PromptIds(tokenizer, budget, max_len)
         self.stats = RolloutStats()
         self.checker = CheckerRole(config.checker, environments, checker_model, config.checker_sampling,
                                    self.prompts, self.stats)

@@ -28,9 +28,14 @@ class PromptIds:
     """Renders, extends and fits the prompt ids of one engine's episodes. Without a tokenizer (scripted
     replies only) episodes have no prompt ids, and every method leaves them so."""
 
-    def __init__(self, tokenizer, budget: Optional[int]):
+    def __init__(self, tokenizer, budget: Optional[int], max_len: Optional[int] = None):
         self.tokenizer = tokenizer
         self.budget = budget  # prompt tokens an Assistant turn may have; None: no limit
+        self.max_len = max_len  # the sampler's positions (prompt + reply); None: not known here
+
+    def reply_budget(self, max_new_tokens: int) -> Optional[int]:
+        """Prompt tokens a reply of `max_new_tokens` leaves room for (another role's turn); None: no limit."""
+        return None if self.max_len is None else self.max_len - max_new_tokens
 
     def render(self, messages: Sequence[Message]) -> str:
         return render_chat(self.tokenizer, messages, add_generation_prompt=True)

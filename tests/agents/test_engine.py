@@ -132,6 +132,36 @@ def test_reflections_are_written_after_failures_and_shown_capped(tokenizer):
     assert restored.render(task.task_id) == memory.render(task.task_id) and len(restored) == 3
 
 
+def test_reflection_prompts_too_long_for_the_sampler_drop_the_oldest_turns(tokenizer):
+    task = make_task(description="Who scored the most?", label=["adam"])
+    statement = "Action: Operation\n```sql\nSELECT * FROM People\n```"
+    answer = 'Action: Answer\nFinal Answer: ["Bob"]'
+
+    def run(max_len, reflection_tokens):
+        assistant = Fixed(tokenizer, lambda r: statement if len(r.messages) == 3 else answer)
+        reflector = Fixed(tokenizer, "Look at the Score column.")
+        config = RolloutConfig(assistant=GREEDY, trials=2, checker="off",
+                               reflection=SamplingPolicy(max_new_tokens=reflection_tokens, temperature=0.0))
+        engine = RolloutEngine(SqlEnvironments(SqlEnvConfig()), config, assistant=assistant, tokenizer=tokenizer,
+                               reflector=reflector, max_len=max_len)
+        return engine.run([task], memory=ReflectionMemory(omega=2)), reflector
+
+    free, reflector = run(None, 16)
+    full = len(reflector.requests[0].prompt_ids)
+    max_len = max(len(t.prompt_ids) for t in free[0].turns) + GREEDY.max_new_tokens  # every Assistant turn fits
+    assert full < max_len
+    trajectories, reflector = run(max_len, max_len - full + 1)  # the whole attempt is one token too long
+    [request] = reflector.requests
+    shown = request.messages[0].content
+    assert len(request.prompt_ids) <= full - 1
+    assert "SELECT * FROM People" not in shown and 'Final Answer: ["Bob"]' in shown  # the oldest turn went
+    assert [turn.text for turn in trajectories[0].role_turns(REFLECTION_ROLE)] == ["Look at the Score column."]
+    # No room for even the task: no reflection, and the retry still plays.
+    trajectories, reflector = run(max_len, max_len - 8)
+    assert reflector.requests == [] and [t.trial for t in trajectories] == [0, 1]
+    assert trajectories[0].role_turns(REFLECTION_ROLE) == [] and trajectories[1].memory_shown == []
+
+
 def test_a_learned_checker_rejection_stops_the_statement(tokenizer):
     task = make_task(description="Who scored the most?", label=["adam"])
     statement = "Action: Operation\n```sql\nSELECT Name FROM People ORDER BY Score DESC LIMIT 1\n```"
@@ -161,6 +191,15 @@ def test_a_learned_checker_rejection_stops_the_statement(tokenizer):
     first = trajectory.role_turns("assistant")[0]
     assert first.verdict["source"] == "static" and not first.verdict["ok"] and not first.info["executed"]
     assert checker.requests == []
+    # A Checker prompt too long for the sampler is not sent: the statement runs unjudged.
+    max_len = 1024
+    engine = RolloutEngine(SqlEnvironments(SqlEnvConfig()), RolloutConfig(
+        assistant=GREEDY, checker="learned", checker_sampling=SamplingPolicy(max_new_tokens=max_len - 8)),
+        assistant=assistant, tokenizer=tokenizer, checker_model=checker, max_len=max_len)
+    [trajectory] = engine.run([task])
+    first = trajectory.role_turns("assistant")[0]
+    assert checker.requests == [] and trajectory.role_turns(CHECKER_ROLE) == []
+    assert first.info["executed"] is True and first.verdict is None and trajectory.correct
 
 
 def test_prompts_over_the_budget_drop_old_observations_then_overflow(dev_tasks, tokenizer):
