@@ -18,7 +18,7 @@ that keep a 2-core CPU run of every ablation to minutes:
     reflection.trials            1        3              3
     reflection.max_new_tokens    -        32             128
     sampling.max_new_tokens      -        64             512
-    instructions                 -        short          dbbench
+    instructions                 -        short          dbbench (a CMAT run's workdir: its rollout.instructions)
     sampling.max_len             -        the model's context
 
 trials 3 is CMAT's setting (the Assistant retries a failed task twice, reading
@@ -54,7 +54,7 @@ def default_config() -> config_dict.ConfigDict:
     c.ablations = False
     # The opening instructions the Assistant reads (model agents): dbbench = DBBench v0.2's text verbatim;
     # short = agents.prompts.SHORT_INSTRUCTIONS (the same protocol in 71 instead of 446 bundled-tokenizer
-    # tokens); '': short for a preset, dbbench for a real model.
+    # tokens); '': short for a preset, a CMAT run's workdir its own rollout.instructions, else dbbench.
     c.instructions = ""
 
     c.reflection = config_dict.ConfigDict()
@@ -93,4 +93,23 @@ def default_config() -> config_dict.ConfigDict:
 
 def resolve(config: config_dict.ConfigDict) -> EvalSettings:
     """The EvalSettings of `config`, or a ValueError that names the field to change."""
-    return parse_evaluation(config, default_config())
+    return parse_evaluation(_with_run_instructions(config), default_config())
+
+
+def _with_run_instructions(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
+    """A CMAT run's workdir with instructions '': the run's own rollout.instructions, the protocol its adapters
+    learned (the embedded default's 'short' run answers DBBench's text with format failures only)."""
+    if config.agent != "model" or not config.model.workdir or config.instructions:
+        return config
+    from cmat_jax.training.workdir import saved_config  # JAX, only for a workdir
+
+    try:
+        saved = saved_config(config.model.workdir)
+    except (OSError, ValueError):  # loading the model reports it, with the fix
+        return config
+    instructions = saved.get("rollout", {}).get("instructions") if saved.get("mode") == "cmat" else None
+    if not instructions:
+        return config
+    config = config.copy_and_resolve_references()
+    config.instructions = instructions
+    return config

@@ -157,6 +157,10 @@ def test_evaluate_plays_a_cmat_workdir_with_each_roles_adapter(tmp_path, two_rol
         assert all(np.array_equal(a, b) for a, b in zip(played[role], saved))
     metrics = evaluate.evaluate(config)
     assert metrics["model"]["mode"] == "cmat" and metrics["episodes"] == 2
+    # instructions '' is the run's own (rollout.instructions short), the protocol its adapters learned.
+    assert metrics["variant"]["instructions"] == "short"
+    config.instructions = "dbbench"
+    assert eval_config.resolve(config).instructions == "dbbench"
 
 
 
