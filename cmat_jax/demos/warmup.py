@@ -27,6 +27,7 @@ from cmat_jax.sampling.policy import SamplingPolicy
 from cmat_jax.agents.trajectory import Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.chat import ASSISTANT, USER, Message
+from cmat_jax.data.tokenizer import encode_conversation
 from cmat_jax.demos.mistakes import draw_mistakes
 from cmat_jax.demos.oracle import OracleAgent
 from cmat_jax.demos.reflections import play_reflections, reflection_conversations, reflection_mistakes
@@ -51,9 +52,10 @@ def recovery_mistakes(tasks: Sequence[SqlTask], fraction: float, seed: int,
 
 def demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlEnvConfig,
                    recovery_fraction: float = 0.0, seed: int = 0, reflection_fraction: float = 0.0,
-                   tokenizer=None) -> list[list[Message]]:
+                   tokenizer=None, checker: str = "off") -> list[list[Message]]:
     """One conversation per task: the opening, then the oracle's replies and the observations;
-    `recovery_fraction` of them (drawn with `seed`) open with a mistaken statement and its error.
+    `recovery_fraction` of them (drawn with `seed`) open with a mistaken statement and its error (the static
+    Checker's rejection when `checker`, the run's Checker mode, has the static one).
     `reflection_fraction` of them (their own draw) give three: a failed trial, its reflection and the
     retry (see the module docstring; needs `tokenizer`, the one the rollouts use)."""
     for name, value in (("recovery_fraction", recovery_fraction), ("reflection_fraction", reflection_fraction)):
@@ -68,7 +70,7 @@ def demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlEnvConfi
         reflected = play_reflections([t for t in tasks if t.task_id in chosen], chosen, user, env_config,
                                      tokenizer)
     plain_tasks = [t for t in tasks if t.task_id not in reflected]
-    plain = iter(_plain_demonstrations(plain_tasks, user, env_config, recovery_fraction, seed))
+    plain = iter(_plain_demonstrations(plain_tasks, user, env_config, recovery_fraction, seed, checker))
     env = SqlEnv(env_config)
     conversations = []
     for task in tasks:  # in the tasks' order, each task's conversations together
@@ -81,13 +83,14 @@ def demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlEnvConfi
 
 
 def _plain_demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlEnvConfig,
-                          recovery_fraction: float, seed: int) -> list[list[Message]]:
+                          recovery_fraction: float, seed: int, checker: str) -> list[list[Message]]:
     """One conversation per task, `recovery_fraction` of them opening with a mistake (see `demonstrations`)."""
     if not tasks:
         return []
     mistakes = recovery_mistakes(tasks, recovery_fraction, seed, env_config)
+    static = "static" if "static" in checker else "off"
     engine = RolloutEngine(SqlEnvironments(env_config),
-                           RolloutConfig(checker="off", assistant=SamplingPolicy(1, 0.0)),
+                           RolloutConfig(checker=static, assistant=SamplingPolicy(1, 0.0)),
                            assistant=ScriptedReplies(lambda: OracleAgent(query_first=True, mistakes=mistakes)))
     trajectories = engine.run(tasks, user=user)
     failed = [t.task_id for t in trajectories if not t.correct]
@@ -96,10 +99,12 @@ def _plain_demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlE
                          "gold SQL do not match the environment, fix or drop them")
     for trajectory in trajectories:
         first = trajectory.turns[0]
-        if trajectory.task_id in mistakes and first.info.get("error") is None:
+        blocked = first.verdict is not None and not first.verdict["ok"]
+        if trajectory.task_id in mistakes and first.info.get("error") is None and not blocked:
             raise ValueError(f"task {trajectory.task_id}: the mistaken statement was not answered with a database "
-                             f"error in the episode (observation {str(first.observation)[:80]!r}); "
-                             "recovery demonstrations need the environment's checker mode 'report' or 'off'")
+                             f"error or a Checker rejection in the episode (observation "
+                             f"{str(first.observation)[:80]!r}); recovery demonstrations need the environment's "
+                             "checker mode 'report' or 'off'")
     opening_env = SqlEnv(env_config)
     conversations = []
     for task, trajectory in zip(tasks, trajectories):
@@ -113,6 +118,19 @@ def _plain_demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlE
         conversations.append(messages)
     opening_env.close()
     return conversations
+
+
+def check_lengths(conversations: Sequence[Sequence[Message]], tokenizer, seq_len: int) -> None:
+    """Refuses demonstrations that a data.seq_len row would cut: the cut is their end (the gold statement
+    or the answer), so the warm start would learn to stop before it."""
+    lengths = [len(encode_conversation(tokenizer, c)[0]) for c in conversations]
+    longest = max(lengths, default=0)
+    if longest > seq_len + 1:
+        over = sum(n > seq_len + 1 for n in lengths)
+        raise ValueError(f"{over} of the {len(lengths)} warm-start demonstrations are longer than a data.seq_len="
+                         f"{seq_len} row holds (the longest has {longest} tokens, a row {seq_len + 1}), so their "
+                         f"ends would be cut; set --config.data.seq_len={longest - 1} or more (recovery and "
+                         "reflection demonstrations are longer than plain ones)")
 
 
 def write_demonstrations(path: str, conversations: Sequence[Sequence[Message]]) -> None:

@@ -63,7 +63,7 @@ from cmat_jax.rl.report import plot_success, write_summary
 from cmat_jax.rl.rows import RL_BATCH_KEYS, pack_segments
 from cmat_jax.rl.sft_twin import SftTwin
 from cmat_jax.rl.tasks import check_restored_demonstrations, split_demonstrations, task_pools
-from cmat_jax.demos.warmup import demonstrations, write_demonstrations
+from cmat_jax.demos.warmup import check_lengths, demonstrations, write_demonstrations
 from cmat_jax.rollout import build_rollout_engine, longest_opening
 from cmat_jax.sampling.sampler import Sampler, SamplerConfig
 from cmat_jax.settings.run import RunSettings
@@ -150,10 +150,12 @@ class CmatRun(Driver):
         # Every process reads its own copy (another host may not see the workdir); process 0's is the run's record.
         path = os.path.join(self.workdir if self.is_main else distributed.scratch_dir(), "warmup_demonstrations.jsonl")
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_demonstrations(path, demonstrations(self.demo_tasks, self.user, SqlEnvConfig(),
-                                                  recovery_fraction=warm.recovery_fraction, seed=self.settings.seed,
-                                                  reflection_fraction=warm.reflection_fraction,
-                                                  tokenizer=self.tokenizer))
+        conversations = demonstrations(self.demo_tasks, self.user, SqlEnvConfig(),
+                                       recovery_fraction=warm.recovery_fraction, seed=self.settings.seed,
+                                       reflection_fraction=warm.reflection_fraction, tokenizer=self.tokenizer,
+                                       checker=self.cmat.checker.mode)
+        check_lengths(conversations, self.tokenizer, self.settings.data.seq_len)
+        write_demonstrations(path, conversations)
         return build.build_batches(self.settings.data, self.tokenizer, path)
 
     def _build_engines(self) -> None:

@@ -6,6 +6,7 @@ from cmat_jax.agents import engine
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.user import User
 from cmat_jax.demos import warmup
+from cmat_jax.envs.sql.checker import Checker
 from cmat_jax.envs.sql.env import SqlEnvConfig
 from cmat_jax.taskgen.generate import generate_tasks
 from cmat_jax.settings.run import parse_run
@@ -48,6 +49,25 @@ def test_recovery_demonstrations_add_the_mistake_and_its_error_to_the_plain_ones
         assert mistake.content != after[5].content
         # The rest is the plain demonstration: opening, the gold statement (no prose), its result, the answer.
         assert dicts([after[:3] + after[5:]]) == dicts([before])
+
+
+def test_with_the_static_checker_a_recovery_shows_its_rejection_as_the_iterations_will():
+    tasks = generate_tasks(24, 4, "dbbench")
+    user = User(tasks, seed=0, curriculum=False, instructions=SHORT_INSTRUCTIONS)
+    errors = dbbench_demonstrations(1.0)
+    checked = warmup.demonstrations(tasks, user, SqlEnvConfig(), recovery_fraction=1.0, checker="static+learned")
+    rejected = 0
+    for task, by_mysql, by_checker in zip(tasks, errors, checked):
+        # The same mistake and the same gold run: only the mistake's observation may differ.
+        assert dicts([by_checker[:4] + by_checker[5:]]) == dicts([by_mysql[:4] + by_mysql[5:]])
+        sql = by_checker[3].content.removeprefix("Action: Operation\n```sql\n").removesuffix("\n```")
+        verdict = Checker.for_task(task).check(sql)
+        assert by_checker[4].content == (by_mysql[4].content if verdict.ok else verdict.reason)
+        rejected += not verdict.ok
+    assert rejected >= 12  # most mistakes are a table or column name the Checker names right
+    # The learned Checker has no scripted verdict: its demonstrations show MySQL's errors.
+    assert dicts(warmup.demonstrations(tasks, user, SqlEnvConfig(), recovery_fraction=1.0, checker="learned")) \
+        == dicts(errors)
 
 
 def test_recovery_fraction_zero_is_the_plain_demonstrations_and_draws_are_seeded():
@@ -97,7 +117,7 @@ def demonstrations_of_a_cmat_run(tmp_path, monkeypatch, **overrides):
 def test_the_cmat_run_reads_train_recovery_fraction(tmp_path, monkeypatch):
     kwargs, conversations = demonstrations_of_a_cmat_run(tmp_path, monkeypatch, **{"train.recovery_fraction": 1.0})
     tokenizer = kwargs.pop("tokenizer")
-    assert kwargs == {"recovery_fraction": 1.0, "seed": 0, "reflection_fraction": 0.0}
+    assert kwargs == {"recovery_fraction": 1.0, "seed": 0, "reflection_fraction": 0.0, "checker": "static"}
     assert tokenizer is not None
     # The training tasks whose oracle runs a statement open with an untrained mistake and its error.
     recovering = [c for c in conversations if len(c) == 8]
@@ -110,3 +130,22 @@ def test_the_cmat_run_reads_train_reflection_fraction(tmp_path, monkeypatch):
     # Reflection tasks give a plan conversation: the engine's reflection prompt and the trained plan.
     plans = [c for c in conversations if len(c) == 2]
     assert plans and all(c[1].trains and c[1].content.startswith("The statement ") for c in plans)
+
+
+def test_demonstrations_a_row_would_cut_are_refused_with_the_seq_len_to_set(tmp_path):
+    from cmat_jax.data.tokenizer import load_tokenizer
+    from cmat_jax.rl import loop
+    from tests.rl.test_cmat_loop import small_config
+
+    tasks = generate_tasks(16, 0, "lookup")
+    user = User(tasks, seed=0, curriculum=False, instructions=SHORT_INSTRUCTIONS)
+    tokenizer = load_tokenizer()
+    warmup.check_lengths(warmup.demonstrations(tasks, user, SqlEnvConfig()), tokenizer, 256)  # 207-222 tokens
+    recovering = warmup.demonstrations(tasks, user, SqlEnvConfig(), recovery_fraction=1.0)
+    with pytest.raises(ValueError, match=r"of the 16 warm-start demonstrations are longer than a data\.seq_len=256 "
+                                         r"row holds .*; set --config\.data\.seq_len=\d+ or more"):
+        warmup.check_lengths(recovering, tokenizer, 256)
+    warmup.check_lengths(recovering, tokenizer, 320)
+    # A run refuses them before its first step.
+    with pytest.raises(ValueError, match=r"data\.seq_len=64 row holds"):
+        loop.CmatRun(parse_run(small_config(tmp_path, **{"data.seq_len": 64})))
