@@ -121,16 +121,18 @@ def _plain_demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlE
 
 
 def check_lengths(conversations: Sequence[Sequence[Message]], tokenizer, seq_len: int) -> None:
-    """Refuses demonstrations that a data.seq_len row would cut: the cut is their end (the gold statement
-    or the answer), so the warm start would learn to stop before it."""
+    """Refuses demonstrations longer than a data.seq_len row: the data layer would cut their end (the gold
+    statement or the answer), so the warm start would learn to stop before it, or with data.overlong=drop
+    leave them out, and a demonstration-scarce run has none to spare."""
     lengths = [len(encode_conversation(tokenizer, c)[0]) for c in conversations]
     longest = max(lengths, default=0)
     if longest > seq_len + 1:
         over = sum(n > seq_len + 1 for n in lengths)
         raise ValueError(f"{over} of the {len(lengths)} warm-start demonstrations are longer than a data.seq_len="
                          f"{seq_len} row holds (the longest has {longest} tokens, a row {seq_len + 1}), so their "
-                         f"ends would be cut; set --config.data.seq_len={longest - 1} or more (recovery and "
-                         "reflection demonstrations are longer than plain ones)")
+                         f"ends would be cut (or, with data.overlong=drop, they would be left out); set "
+                         f"--config.data.seq_len={longest - 1} or more (recovery and reflection demonstrations "
+                         "are longer than plain ones)")
 
 
 def write_demonstrations(path: str, conversations: Sequence[Sequence[Message]]) -> None:
