@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmat_jax.demos.oracle import operation_reply
-from cmat_jax.envs.sql import dialect, grading, mysql_text
+from cmat_jax.envs.sql import deadline, dialect, grading, linear_functions, mysql_text
 from cmat_jax.envs.sql.checker import Checker
 from cmat_jax.envs.sql.database import EpisodeDatabase, Limits, build_image, truncate
 from cmat_jax.envs.sql.mysql_errors import MysqlError
@@ -125,6 +125,28 @@ def test_the_watchdog_interrupts_a_statement_that_runs_no_python():
     WATCHDOG.disarm(ticket)
     assert conn.execute("SELECT 1").fetchone() == (1,)  # no interrupt is left over for the next statement
     conn.close()
+
+
+def _interrupt(*args):
+    raise KeyboardInterrupt()
+
+
+@pytest.mark.parametrize("where", ["function", "progress handler"])
+def test_an_interrupt_that_lands_in_a_callback_stops_the_program_instead_of_failing_the_statement(
+        monkeypatch, where):
+    """The sqlite3 module turns any exception of a callback into a statement error: a Ctrl-C landing in one
+    was an observation ("1105 (HY000): user-defined function raised exception") and the run went on."""
+    counting = "SELECT COUNT(*) FROM T a, T b, T c"  # 76 ** 3 rows: the progress handler is called
+    if where == "function":
+        monkeypatch.setattr(linear_functions, "instr", _interrupt)  # registered when the database is made
+    database = EpisodeDatabase(build_image(TASK))
+    if where == "progress handler":
+        monkeypatch.setattr(deadline.Deadline, "passed", _interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        database.run_sqlite("SELECT instr(c, 'r') FROM T" if where == "function" else counting)
+    monkeypatch.undo()
+    assert database.run_sqlite("SELECT COUNT(*) FROM T").text == "[(76,)]"  # nothing is left over
+    database.close()
 
 
 def test_long_text_is_folded_in_chunks_with_deadline_checks_between():

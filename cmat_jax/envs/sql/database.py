@@ -157,6 +157,9 @@ class EpisodeDatabase:
         self._deadline = Deadline()
         self._denial = ""  # why the authorizer refused the current statement
         self._callback_error: MysqlError | None = None  # why a Python function of the statement raised
+        # A KeyboardInterrupt (Ctrl-C, SIGTERM via cmat_jax.interrupts) or SystemExit that landed inside a
+        # callback: the sqlite3 module would turn it into a statement error, so it is raised again after.
+        self._escaped: BaseException | None = None
         self._cte_names: frozenset[str] = frozenset()
         # Autocommit, as DBBench commits after every statement. One episode runs on one thread at a
         # time, but not necessarily on the thread that created it.
@@ -183,8 +186,9 @@ class EpisodeDatabase:
         conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.max_value_bytes)
         conn.setlimit(sqlite3.SQLITE_LIMIT_COLUMN, max(limits.max_columns, len(image.columns)))
         conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, mysql_text.LIKE_PATTERN_LIMIT)
-        conn.set_authorizer(self._authorize)
-        conn.set_progress_handler(self._past_deadline, _PROGRESS_INTERVAL)
+        self._authorizer = self._keeping_interrupts(self._authorize)
+        conn.set_authorizer(self._authorizer)
+        conn.set_progress_handler(self._keeping_interrupts(self._past_deadline), _PROGRESS_INTERVAL)
         self._conn = conn
 
     def close(self) -> None:
@@ -199,13 +203,25 @@ class EpisodeDatabase:
         except sqlite3.Error as e:
             return str(e)
         finally:
-            self._conn.set_authorizer(self._authorize)
+            self._conn.set_authorizer(self._authorizer)
 
     # -- the sandbox ---------------------------------------------------------------------------
 
+    def _keeping_interrupts(self, callback):
+        """`callback` for SQLite, remembering an interrupt that lands in it (see `_escaped`)."""
+
+        def call(*args):
+            try:
+                return callback(*args)
+            except (KeyboardInterrupt, SystemExit) as e:
+                self._escaped = e
+                raise
+
+        return call
+
     def _guarded(self, function):
         """`function` as an SQL function: it first checks the deadline, and a refusal it raises is
-        remembered (SQLite reports only that a function raised)."""
+        remembered (SQLite reports only that a function raised), as is an interrupt (`_escaped`)."""
         deadline = self._deadline
 
         def call(*args):
@@ -219,7 +235,7 @@ class EpisodeDatabase:
                 self._callback_error = self._callback_error or self._too_long_error()
                 raise
 
-        return call
+        return self._keeping_interrupts(call)
 
     def _compare(self, a: str, b: str) -> int:
         # Raising is how a collation stops a statement: the sqlite3 module then skips the statement's
@@ -272,6 +288,13 @@ class EpisodeDatabase:
         else:
             self._denial = f"{_ACTION_NAMES.get(action, f'operation {action}')} is not permitted in this database"
         return sqlite3.SQLITE_DENY
+
+    def _raise_escaped(self) -> None:
+        """Raises the interrupt that landed in a callback of this statement, if one did (`_escaped`):
+        the statement's error is then not the statement's doing, and the program is being stopped."""
+        escaped, self._escaped = self._escaped, None
+        if escaped is not None:
+            raise escaped
 
     def _past_deadline(self) -> int:
         return 1 if self._deadline.passed() else 0
@@ -337,6 +360,7 @@ class EpisodeDatabase:
         start = source.started if source is not None else time.monotonic()
         self._denial = ""
         self._callback_error = None
+        self._escaped = None
         self._cte_names = ctes
         cursor = self._conn.cursor()
         ticket = None
@@ -347,6 +371,7 @@ class EpisodeDatabase:
             cursor.execute(sqlite_sql)
             return Execution(self._truncate(self._format_rows(cursor)))
         except Exception as e:  # sqlite3 errors, MemoryError, decoding errors: all become error text
+            self._raise_escaped()
             error = e if isinstance(e, MysqlError) else self._as_mysql_error(
                 e, source or dialect.ParsedSql(sqlite_sql, ())
             )
@@ -364,6 +389,7 @@ class EpisodeDatabase:
         try:
             plan = self._conn.execute("EXPLAIN " + sqlite_sql).fetchall()
         except sqlite3.Error:
+            self._raise_escaped()
             return False  # running it gives the same error
         sorters = [str(step[5]) for step in plan if step[1] == "SorterOpen"]
         if any(mysql_text.COLLATION in key for key in sorters):
@@ -419,6 +445,7 @@ class EpisodeDatabase:
             raise MysqlError(f"1049 (42000): Unknown database '{self.image.database}'", "table")
         if self.image.state == "no_table":
             raise MysqlError(f"1146 (42S02): Table '{self.image.database}.{self.image.table}' doesn't exist", "table")
+        self._escaped = None
         self._deadline.at = time.monotonic() + self.limits.timeout_s
         ticket = WATCHDOG.arm(self._conn, self._deadline.at)
         cursor = self._conn.cursor()
@@ -434,6 +461,7 @@ class EpisodeDatabase:
         except MysqlError:
             raise
         except Exception as e:  # e.g. interrupted, or out of memory
+            self._raise_escaped()
             raise self._as_mysql_error(e, dialect.ParsedSql("", ())) from None
         finally:
             self._deadline.at = math.inf
