@@ -37,6 +37,7 @@ from sqlglot.tokens import TokenType
 from cmat_jax.envs.sql import grading
 from cmat_jax.envs.sql.database import EpisodeDatabase, Limits, TableImage, build_image
 from cmat_jax.envs.sql.dialect import parse_mysql
+from cmat_jax.envs.sql.env import SqlEnvConfig
 from cmat_jax.envs.sql.mysql_errors import MysqlError
 from cmat_jax.envs.sql.tasks import SqlTask
 
@@ -192,6 +193,24 @@ def _table_state(db: EpisodeDatabase) -> str:
         return e.text
 
 
+# Demonstrations are played with a statement timeout of at least this. Their scripted statements are quick,
+# but the wall-clock limit (2 s by default) also counts a loaded machine's stalls, and a demonstration would
+# then show a timeout where its answer follows from a result (seen under a test suite's load).
+DEMONSTRATION_TIMEOUT_S = 60.0
+
+
+def demonstration_limits(limits: Limits) -> Limits:
+    """`limits` with a statement timeout of at least DEMONSTRATION_TIMEOUT_S; every other limit as it is."""
+    if limits.timeout_s >= DEMONSTRATION_TIMEOUT_S:
+        return limits
+    return dataclasses.replace(limits, timeout_s=DEMONSTRATION_TIMEOUT_S)
+
+
+def demonstration_env(env_config: SqlEnvConfig) -> SqlEnvConfig:
+    """The environment settings demonstrations are played with: `env_config`'s, with demonstration_limits."""
+    return dataclasses.replace(env_config, limits=demonstration_limits(env_config.limits))
+
+
 def rejection(task: SqlTask, sql: str, limits: Limits = Limits(), image: TableImage | None = None) -> str | None:
     """The error the environment answers `sql` with on the task's fresh database, or None when the statement
     runs, errors only by timeout or memory, or leaves the table changed."""
@@ -226,6 +245,7 @@ def draw_mistakes(tasks: Sequence[SqlTask], fraction: float, draw: str, seed: in
     """Task id -> a confirmed mistake, for about the share `fraction` of the tasks: each task's own draw,
     seeded by (`draw`, seed, task id), so a task's choice depends on no other task and two draws with other
     names are independent. Tasks with no gold statement or no confirmed mistake get none."""
+    limits = demonstration_limits(limits)
     chosen: dict[str, Mistake] = {}
     for task in tasks:
         rng = random.Random(f"{draw}:{seed}:{task.task_id}")

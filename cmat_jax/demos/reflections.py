@@ -30,7 +30,7 @@ from cmat_jax.agents.trajectory import ASSISTANT_ROLE, REFLECTION_ROLE, Trajecto
 from cmat_jax.agents.user import User
 from cmat_jax.chat import ASSISTANT, USER, Message
 from cmat_jax.data.tokenizer import decode_ids, render_chat
-from cmat_jax.demos.mistakes import Mistake, draw_mistakes, plain_name
+from cmat_jax.demos.mistakes import Mistake, demonstration_env, draw_mistakes, plain_name
 from cmat_jax.demos.oracle import OracleAgent, answer_reply, operation_reply
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig, SqlEnvironments
 from cmat_jax.envs.sql.tasks import SqlTask
@@ -171,7 +171,7 @@ def play_reflections(tasks: Sequence[SqlTask], mistakes: Mapping[str, Mistake], 
     begun: collections.Counter = collections.Counter()
     config = RolloutConfig(checker="off", assistant=SamplingPolicy(1, 0.0), trials=2,
                            reflection=SamplingPolicy(1, 0.0))
-    engine = RolloutEngine(SqlEnvironments(env_config), config, tokenizer=tokenizer,
+    engine = RolloutEngine(SqlEnvironments(demonstration_env(env_config)), config, tokenizer=tokenizer,
                            assistant=ScriptedReplies(lambda: FailThenSolveAgent(mistakes, begun)),
                            reflector=ScriptedReplies(lambda: PlanReflector(mistakes)))
     trajectories = engine.run(tasks, user=user)

@@ -28,7 +28,7 @@ from cmat_jax.agents.trajectory import Trajectory
 from cmat_jax.agents.user import User
 from cmat_jax.chat import ASSISTANT, USER, Message
 from cmat_jax.data.tokenizer import encode_conversation
-from cmat_jax.demos.mistakes import draw_mistakes
+from cmat_jax.demos.mistakes import demonstration_env, draw_mistakes
 from cmat_jax.demos.oracle import OracleAgent
 from cmat_jax.demos.reflections import play_reflections, reflection_conversations, reflection_mistakes
 from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig, SqlEnvironments
@@ -89,7 +89,7 @@ def _plain_demonstrations(tasks: Sequence[SqlTask], user: User, env_config: SqlE
         return []
     mistakes = recovery_mistakes(tasks, recovery_fraction, seed, env_config)
     static = "static" if "static" in checker else "off"
-    engine = RolloutEngine(SqlEnvironments(env_config),
+    engine = RolloutEngine(SqlEnvironments(demonstration_env(env_config)),
                            RolloutConfig(checker=static, assistant=SamplingPolicy(1, 0.0)),
                            assistant=ScriptedReplies(lambda: OracleAgent(query_first=True, mistakes=mistakes)))
     trajectories = engine.run(tasks, user=user)

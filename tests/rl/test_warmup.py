@@ -5,9 +5,12 @@ import pytest
 from cmat_jax.agents import engine
 from cmat_jax.agents.prompts import SHORT_INSTRUCTIONS
 from cmat_jax.agents.user import User
-from cmat_jax.demos import warmup
+from cmat_jax.data.tokenizer import load_tokenizer
+from cmat_jax.demos import mistakes, warmup
+from cmat_jax.demos.oracle import operation_reply
 from cmat_jax.envs.sql.checker import Checker
-from cmat_jax.envs.sql.env import SqlEnvConfig
+from cmat_jax.envs.sql.database import Limits
+from cmat_jax.envs.sql.env import SqlEnv, SqlEnvConfig
 from cmat_jax.taskgen.generate import generate_tasks
 from cmat_jax.settings.run import parse_run
 
@@ -68,6 +71,25 @@ def test_with_the_static_checker_a_recovery_shows_its_rejection_as_the_iteration
     # The learned Checker has no scripted verdict: its demonstrations show MySQL's errors.
     assert dicts(warmup.demonstrations(tasks, user, SqlEnvConfig(), recovery_fraction=1.0, checker="learned")) \
         == dicts(errors)
+
+
+def test_a_statement_timeout_a_loaded_machine_could_hit_never_reaches_a_demonstration():
+    """Under a test suite's load the 2 s wall-clock limit cut an oracle statement, and its demonstration showed
+    a timeout before an answer that follows from a result. Demonstrations are played with at least 60 s."""
+    tasks = generate_tasks(8, 4, "dbbench")
+    user = User(tasks, seed=0, curriculum=False, instructions=SHORT_INSTRUCTIONS)
+    hurried = SqlEnvConfig(limits=Limits(timeout_s=1e-9))
+    timed_out = 0
+    for task in tasks:  # played in an episode, such a limit cuts the oracle's statements
+        env = SqlEnv(hurried)
+        env.reset(task)
+        timed_out += env.step(operation_reply(mistakes.gold_statement(task))).info["error"] == "timeout"
+        env.close()
+    assert timed_out >= len(tasks) // 2
+    assert dicts(warmup.demonstrations(tasks, user, hurried, recovery_fraction=0.5, reflection_fraction=0.25,
+                                       tokenizer=load_tokenizer())) == \
+        dicts(warmup.demonstrations(tasks, user, SqlEnvConfig(), recovery_fraction=0.5, reflection_fraction=0.25,
+                                    tokenizer=load_tokenizer()))
 
 
 def test_recovery_fraction_zero_is_the_plain_demonstrations_and_draws_are_seeded():
