@@ -127,6 +127,16 @@ def test_the_watchdog_interrupts_a_statement_that_runs_no_python():
     conn.close()
 
 
+def test_a_function_that_fails_past_the_deadline_is_reported_as_the_timeout():
+    """A collation past its deadline leaves its exception pending, so the next Python function fails at once;
+    under load that was shown as '1105 (HY000): user-defined function raised exception'."""
+    database = EpisodeDatabase(build_image(TASK), Limits(timeout_s=1e-9))  # every deadline has passed
+    execution = database.run(dialect.parse_mysql("SELECT instr(c, 'r') FROM T WHERE c = 'r1'"))
+    assert (execution.text, execution.error) == (
+        "3024 (HY000): Query execution was interrupted, maximum statement execution time exceeded", "timeout")
+    database.close()
+
+
 def _interrupt(*args):
     raise KeyboardInterrupt()
 

@@ -428,8 +428,13 @@ class EpisodeDatabase:
 
     def _as_mysql_error(self, error: Exception, parsed: dialect.ParsedSql) -> MysqlError:
         """SQLite's error in MySQL's words (mysql_errors.py), with what this statement's callbacks recorded."""
+        callback_error = self._callback_error
+        if callback_error is None and self._deadline.passed():
+            # A collation past its deadline leaves its StatementTimeout pending, and the next Python
+            # function then fails at once: SQLite reports only that a function raised.
+            callback_error = MysqlError(TIMEOUT_TEXT, "timeout")
         return mysql_error(error, parsed, database=self.image.database, table=self.image.table,
-                           callback_error=self._callback_error, denial=self._denial,
+                           callback_error=callback_error, denial=self._denial,
                            max_value_bytes=self.limits.max_value_bytes)
 
     # -- grading -------------------------------------------------------------------------------
