@@ -100,6 +100,8 @@ CMAT_REFUSALS = [
     ("model.preset", "qwen_1_8", "unknown model preset 'qwen_1_8'; did you mean qwen_1_8b"),
     ("model.remat", "some", "choose from none, full"),
     ("model.decode_attention", "flash", "choose from xla, pallas"),
+    ("tasks.generator_profile", "dbbench+huge", "choose from dbbench, tiny, lookup, hard, or join several with '+'"),
+    ("tasks.generator_profile", "hard+hard", "names a profile twice"),
 ]
 
 

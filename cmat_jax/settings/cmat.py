@@ -24,6 +24,18 @@ ADVANTAGES = ("grpo", "rloo", "reinforce")  # rl/advantages.py
 GROUP_BASELINES = ("grpo", "rloo")  # advantages whose baseline is the task's other samples
 
 
+def _profiles(field: str, value) -> str:
+    """A generator profile, or several joined by '+' (their tasks interleaved: taskgen/generate.py mixture)."""
+    names = text(field, value).split("+")
+    for name in names:
+        if name not in GENERATOR_PROFILES:
+            raise SettingError(f"{field} is {value!r}; choose from {', '.join(GENERATOR_PROFILES)}, or join "
+                               "several with '+' (e.g. dbbench+hard: their tasks interleaved)")
+    if len(set(names)) < len(names):
+        raise SettingError(f"{field} is {value!r}, which names a profile twice; name each once")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskSettings(Section):
     """Training and held-out evaluation tasks: DBBench JSONL files, or the seeded generator's when empty; how
@@ -42,7 +54,7 @@ class TaskSettings(Section):
     def __post_init__(self):
         self.check("train", text)
         self.check("eval", text)
-        self.check("generator_profile", choice, GENERATOR_PROFILES)
+        self.check("generator_profile", _profiles)
         self.check("train_count", integer, 1, what="generated training tasks")
         self.check("eval_count", integer, 1, what="generated evaluation tasks")
         self.check("train_seed", integer)

@@ -20,7 +20,8 @@ prefix of a longer one. Task types follow the profile's cycle, shuffled per cycl
 every type appears in each run of `len(cycle)` tasks. Task ids are
 "gen-<profile>-<seed>-<i>".
 
-Profiles (dbbench, tiny, lookup, hard): profiles.py. The generator's parts: a table
+Profiles (dbbench, tiny, lookup, hard): profiles.py. Several joined by '+' ("dbbench+hard")
+interleave their tasks (`mixture`). The generator's parts: a table
 (tables.py), a draft of each task type (drafts.py), its label from the environment
 (labels.py).
 """
@@ -72,6 +73,26 @@ def _profile(profile: str) -> Profile:
     return PROFILES[profile]
 
 
+def mixture(profile: str) -> list[str]:
+    """The profiles a name draws from: "dbbench" is one, "dbbench+hard" two, interleaved (task i of the
+    mixture is task i // k of its (i % k)-th profile, so every prefix holds each profile's share)."""
+    names = profile.split("+")
+    for name in names:
+        if name not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, or several joined by '+' "
+                             f"(e.g. dbbench+hard), found {profile!r}")
+    if len(set(names)) < len(names):
+        raise ValueError(f"profile {profile!r} names a profile twice; name each once")
+    return names
+
+
+def _members(n: int, seed: int, profile: str) -> list[tuple[str, int]]:
+    """(profile, index) of each of the first `n` tasks of `profile` (see `mixture`)."""
+    _check_args(n, seed)
+    names = mixture(profile)
+    return [(names[i % len(names)], i // len(names)) for i in range(n)]
+
+
 def _check_args(n: int, seed: int) -> None:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive integer (the number of tasks), found {n!r}")
@@ -116,15 +137,14 @@ def generate_record(profile: str, seed: int, index: int) -> dict:
 
 
 def generate_records(n: int, seed: int, profile: str = "dbbench") -> list[dict]:
-    _check_args(n, seed)
-    _profile(profile)
-    return [generate_record(profile, seed, i) for i in range(n)]
+    return [generate_record(name, seed, i) for name, i in _members(n, seed, profile)]
 
 
 def generate_tasks(n: int, seed: int, profile: str = "dbbench") -> list[SqlTask]:
-    """`n` tasks, ids "gen-<profile>-<seed>-<i>", read exactly as load_tasks reads the written file."""
-    records = generate_records(n, seed, profile)
-    return [parse_task(r, task_id(profile, seed, i)) for i, r in enumerate(records)]
+    """`n` tasks, ids "gen-<profile>-<seed>-<i>" (of its own profile, for a mixture), read exactly as
+    load_tasks reads the written file."""
+    return [parse_task(generate_record(name, seed, i), task_id(name, seed, i))
+            for name, i in _members(n, seed, profile)]
 
 
 def write_tasks(path: str | os.PathLike, n: int, seed: int, profile: str = "dbbench") -> int:

@@ -205,7 +205,7 @@ def cmat_config() -> config_dict.ConfigDict:
     # (cmat_jax/taskgen/generate.py) when empty.
     c.tasks.train = ""
     c.tasks.eval = ""  # held-out tasks for evaluation (JSONL, or generated when empty)
-    c.tasks.generator_profile = "tiny"  # tiny | lookup | dbbench | hard (cmat_jax/taskgen/profiles.py)
+    c.tasks.generator_profile = "tiny"  # tiny | lookup | dbbench | hard (taskgen/profiles.py); a+b interleaves
     c.tasks.train_count = 256
     c.tasks.eval_count = 64
     c.tasks.train_seed = 0

@@ -205,6 +205,23 @@ def test_bad_arguments_are_refused():
         generate_tasks(3, seed=0, profile="huge")
 
 
+def test_a_mixture_interleaves_each_profiles_own_tasks(tmp_path, capsys):
+    mixed = generate_tasks(7, seed=3, profile="dbbench+hard")
+    dbbench, hard = generate_tasks(4, seed=3, profile="dbbench"), generate_tasks(3, seed=3, profile="hard")
+    assert mixed == [dbbench[0], hard[0], dbbench[1], hard[1], dbbench[2], hard[2], dbbench[3]]
+    assert generate_records(7, seed=3, profile="tiny+lookup") == generate_records(12, seed=3, profile="tiny+lookup")[:7]
+    with pytest.raises(ValueError, match=r"or several joined by '\+' .*found 'dbbench\+huge'"):
+        generate_tasks(3, seed=0, profile="dbbench+huge")
+    with pytest.raises(ValueError, match="names a profile twice"):
+        generate_tasks(3, seed=0, profile="hard+hard")
+    out = tmp_path / "mix.jsonl"
+    assert make_sql_tasks.main(["--n", "5", "--seed", "3", "--profile", "dbbench+hard", "--out", str(out)]) == 0
+    assert [t.description for t in load_tasks(out)] == [t.description for t in mixed[:5]]
+    with pytest.raises(SystemExit) as exit_info:
+        make_sql_tasks.main(["--n", "5", "--seed", "3", "--profile", "dbbench+", "--out", str(out)])
+    assert exit_info.value.code == 2 and "--profile: profile must be one of" in capsys.readouterr().err
+
+
 def test_cli_writes_what_write_tasks_writes(tmp_path, capsys):
     out, reference = tmp_path / "cli.jsonl", tmp_path / "api.jsonl"
     assert make_sql_tasks.main(["--n", "20", "--seed", "9", "--profile", "tiny", "--out", str(out)]) == 0

@@ -109,6 +109,19 @@ def test_a_demo_count_past_a_task_file_is_refused_once_the_file_is_read(tmp_path
     assert not (tmp_path / "w").exists()
 
 
+def test_a_mixed_generator_profile_interleaves_the_pools_and_shares_the_demonstrations(tmp_path):
+    from cmat_jax.rl.tasks import split_demonstrations, task_pools
+    from cmat_jax.taskgen.generate import generate_tasks
+
+    t = parse_run(small_config(tmp_path / "w", **{"tasks.generator_profile": "tiny+lookup", "tasks.train_count": 6,
+                                                  "tasks.demo_count": 4})).cmat.tasks
+    train, evaluation = task_pools(t)
+    tiny, lookup = generate_tasks(3, t.train_seed, "tiny"), generate_tasks(3, t.train_seed, "lookup")
+    assert train == [tiny[0], lookup[0], tiny[1], lookup[1], tiny[2], lookup[2]]
+    assert [task.task_id.split("-")[1] for task in split_demonstrations(train, 4)[0]] == ["tiny", "lookup"] * 2
+    assert {task.task_id.split("-")[1] for task in evaluation} == {"tiny", "lookup"}
+
+
 def test_demo_count_zero_without_a_warm_start_is_accepted(tmp_path):
     from cmat_jax.rl.tasks import split_demonstrations
 
